@@ -1,0 +1,208 @@
+"""The SSAL architecture (paper Sec. 3.2, Fig. 1): auxiliary group classifiers g_i attached to any classifier.
+
+``SSALModel`` wraps an ``nn.Module`` classifier f (torchvision, timm or your own). Each ``Branch`` names
+an intermediate module of f (a name from ``model.named_modules()``) whose output h feeds a head g_i that
+predicts the group gamma_i(y). The model is pure: no loss, no device code, no data format.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import SSALError
+from .grouping import Grouping
+from .heads import DEFAULT_HEAD, build_head
+
+__all__ = ["AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput"]
+
+HeadSpec = str | Sequence[str] | Callable[[int, int], nn.Module]
+
+
+class SSALOutput(NamedTuple):
+    """Outputs of an SSAL model: main logits f(x) of shape (B, C) and one (B, k_i) tensor per branch."""
+
+    main: torch.Tensor
+    aux: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass
+class Branch:
+    """Where to attach an auxiliary head, what it predicts, and how it is built.
+
+    ``at`` is a module name of the backbone (or an alias from ``backbone.ssal_positions``).
+    ``head`` is a head spec string (see ``ssal.heads``) or a callable ``(in_channels, k) -> nn.Module``.
+    """
+
+    at: str
+    grouping: Grouping
+    head: HeadSpec = DEFAULT_HEAD
+    name: str | None = None
+
+
+class AuxBranch(nn.Module):
+    """One auxiliary classifier g_i: a head plus its class-to-group map gamma_i (a LongTensor buffer)."""
+
+    def __init__(self, at: str, head: nn.Module, gamma: torch.Tensor, name: str) -> None:
+        super().__init__()
+        self.at, self.name = at, name
+        self.head = head
+        self.register_buffer("gamma", gamma.long().clone())
+
+    @property
+    def num_groups(self) -> int:
+        """k_i, the number of groups this branch predicts."""
+        return int(self.gamma.max()) + 1
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h)
+
+
+def _as_tensor(out: object, what: str) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise SSALError(f"{what} returned {type(out).__name__}; an SSAL branch needs a tensor output")
+
+
+class SSALModel(nn.Module):
+    """A classifier f with auxiliary group classifiers g_i attached at named intermediate modules.
+
+    Args:
+        backbone: any classifier returning logits of shape (B, C).
+        branches: where and what to attach.
+        input_size: (channels, height, width) of one input, used once to infer branch widths.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, branches: Sequence[Branch] = (), input_size: Sequence[int] = (3, 224, 224)
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.input_size = tuple(int(s) for s in input_size)
+        self.branches_enabled = True
+        self._aux_out: dict[str, torch.Tensor] | None = None
+        modules = dict(backbone.named_modules())
+        aliases: dict[str, str] = dict(getattr(backbone, "ssal_positions", {}) or {})
+        targets = [self._resolve(b.at, modules, aliases) for b in branches]
+        shapes, self.num_classes = self._probe(targets)
+        self.branches = nn.ModuleList()
+        for i, (b, at) in enumerate(zip(branches, targets, strict=True)):
+            g = b.grouping
+            if not isinstance(g, Grouping):
+                raise SSALError(f"branch {i}: grouping must be an ssal.Grouping, got {type(g).__name__}")
+            if g.num_classes != self.num_classes:
+                raise SSALError(
+                    f"branch {i} at {b.at!r}: its grouping has {g.num_classes} classes "
+                    f"but the model predicts {self.num_classes}"
+                )
+            cin = shapes[at][1]
+            head = b.head(cin, g.k) if callable(b.head) else build_head(b.head, cin, g.k)
+            self.branches.append(AuxBranch(at, head, g.as_tensor(), b.name or f"g{i + 1}"))
+        names = self.branch_names
+        if len(set(names)) != len(names):
+            raise SSALError(f"branch names must be unique, got {names}")
+        self._move_branches_like_backbone()
+        self._hooks = [
+            modules[at].register_forward_hook(self._make_hook(at)) for at in dict.fromkeys(targets)
+        ]
+
+    # --- construction helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _resolve(at: str, modules: dict[str, nn.Module], aliases: dict[str, str]) -> str:
+        name = aliases.get(at, at)
+        if name in modules and name != "":
+            return name
+        valid = [n for n in modules if n]
+        hint = difflib.get_close_matches(at, valid + list(aliases), n=5)
+        listing = (
+            ", ".join(list(aliases) + valid)
+            if len(valid) <= 80
+            else ", ".join(list(aliases) + valid[:80]) + ", ..."
+        )
+        msg = f"unknown attach point {at!r}"
+        msg += f" (did you mean {', '.join(hint)}?)" if hint else ""
+        raise SSALError(f"{msg}; valid names: {listing}")
+
+    def _probe(self, targets: Sequence[str]) -> tuple[dict[str, torch.Size], int]:
+        """Run one dummy batch through the backbone to learn the attach-point shapes and C."""
+        shapes: dict[str, torch.Size] = {}
+        modules = dict(self.backbone.named_modules())
+        hooks = [
+            modules[t].register_forward_hook(
+                lambda m, i, o, t=t: shapes.__setitem__(t, _as_tensor(o, t).shape)
+            )
+            for t in dict.fromkeys(targets)
+        ]
+        p = next(self.backbone.parameters(), None)
+        x = torch.zeros(2, *self.input_size, device=p.device if p is not None else None)
+        was_training = self.backbone.training
+        try:
+            self.backbone.eval()
+            with torch.no_grad():
+                out = _as_tensor(self.backbone(x), "the backbone")
+        except RuntimeError as e:
+            raise SSALError(f"the backbone failed on an input of size {self.input_size}: {e}") from None
+        finally:
+            self.backbone.train(was_training)
+            for h in hooks:
+                h.remove()
+        if out.dim() != 2:
+            raise SSALError(f"the backbone must return logits of shape (B, C), got {tuple(out.shape)}")
+        return shapes, int(out.shape[1])
+
+    def _move_branches_like_backbone(self) -> None:
+        p = next(self.backbone.parameters(), None)
+        if p is not None:
+            self.branches.to(device=p.device, dtype=p.dtype)
+
+    def _make_hook(self, at: str) -> Callable:
+        branches = [b for b in self.branches if b.at == at]
+
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            if self._aux_out is not None:  # g_i runs right when h is produced, before any in-place op
+                h = _as_tensor(output, at)
+                for b in branches:
+                    self._aux_out[b.name] = b(h)
+
+        return hook
+
+    # --- public API ---------------------------------------------------------------------------------
+    @property
+    def gammas(self) -> list[torch.Tensor]:
+        """The class-to-group maps gamma_i, one LongTensor of shape (C,) per branch."""
+        return [b.gamma for b in self.branches]
+
+    @property
+    def branch_names(self) -> list[str]:
+        """The names of the branches (g1, g2, ... unless given)."""
+        return [b.name for b in self.branches]
+
+    def forward(self, x: torch.Tensor, with_branches: bool | None = None) -> SSALOutput:
+        """Main logits and, unless disabled, the logits of every branch (in branch order)."""
+        use = self.branches_enabled if with_branches is None else with_branches
+        if not use or len(self.branches) == 0:
+            return SSALOutput(self.backbone(x), ())
+        self._aux_out = {}
+        try:
+            main = self.backbone(x)
+            aux = tuple(self._aux_out[b.name] for b in self.branches)
+        finally:
+            self._aux_out = None
+        return SSALOutput(main, aux)
+
+    def main_only(self) -> SSALModel:
+        """Switch to main-only mode (the paper's +TR): branches are skipped entirely. Returns self."""
+        self.branches_enabled = False
+        return self
+
+    def with_branches(self) -> SSALModel:
+        """Switch back to computing every branch. Returns self."""
+        self.branches_enabled = True
+        return self

@@ -1,0 +1,135 @@
+"""``ssal group``: build a class grouping from a confusion matrix, a coarse mapping, or at random."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SSALError
+from ..grouping import CRITERIA, Grouping, group_from_confusion, group_from_superclasses, random_grouping
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``group`` sub-command."""
+    p = sub.add_parser(
+        "group",
+        help="group classes from a confusion matrix (paper Sec. 3.1)",
+        description="Build a balanced class grouping gamma and save it as JSON.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--confusion", type=Path, metavar="CONF.npy", help="C x C confusion matrix (.npy, .csv, .txt)"
+    )
+    src.add_argument(
+        "--from-superclasses",
+        type=Path,
+        metavar="META.json",
+        help="JSON with 'fine_to_coarse' (e.g. CIFAR-100 meta.json)",
+    )
+    src.add_argument("--random", type=int, metavar="C", help="random balanced grouping of C classes")
+    p.add_argument("--k", type=int, help="number of groups, 2 <= k <= C/2 (not for --from-superclasses)")
+    p.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        default="join",
+        help="join (similar classes together) or split (similar classes apart)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for tie-breaking / random groupings")
+    p.add_argument("--refine", action="store_true", help="improve the greedy result with pairwise swaps")
+    p.add_argument(
+        "--size-margin",
+        type=float,
+        default=None,
+        help="allow groups up to MARGIN*C/k (the authors used 1.1); default: exact balance",
+    )
+    p.add_argument("--class-names", type=Path, metavar="FILE", help="class names, one per line")
+    p.add_argument("--out", type=Path, required=True, metavar="GROUPS.json", help="output JSON file")
+    p.add_argument(
+        "--labels-out",
+        type=Path,
+        metavar="FILE.txt",
+        help="also write the authors' one-integer-per-line label file",
+    )
+    p.add_argument("--quiet", action="store_true", help="do not print the groups")
+    p.set_defaults(func=run)
+
+
+def load_matrix(path: Path) -> np.ndarray:
+    """Read a confusion matrix from .npy (no pickle) or a text/CSV file."""
+    if not path.is_file():
+        raise SSALError(f"confusion matrix not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+    except (ValueError, OSError, EOFError) as e:
+        raise SSALError(f"cannot read confusion matrix {path}: {e}") from None
+
+
+def load_class_names(path: Path | None) -> list[str] | None:
+    """Read class names, one per non-empty line."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise SSALError(f"class names file not found: {path}")
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not names:
+        raise SSALError(f"class names file is empty: {path}")
+    return names
+
+
+def load_superclasses(path: Path) -> tuple[list[int], list[str] | None]:
+    """Read ``fine_to_coarse`` (and ``fine_label_names`` if present) from a meta JSON file."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SSALError(f"meta file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise SSALError(f"{path} is not valid JSON: {e.msg}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("fine_to_coarse"), list):
+        raise SSALError(f"{path} has no list 'fine_to_coarse'")
+    return meta["fine_to_coarse"], meta.get("fine_label_names")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build, save and print the grouping."""
+    names = load_class_names(args.class_names)
+    if args.from_superclasses is not None:
+        mapping, meta_names = load_superclasses(args.from_superclasses)
+        g = group_from_superclasses(
+            mapping, names or meta_names, source=f"superclasses:{args.from_superclasses.name}"
+        )
+    else:
+        if args.k is None:
+            raise SSALError("--k is required with --confusion and --random")
+        if args.confusion is not None:
+            conf = load_matrix(args.confusion)
+            g = group_from_confusion(
+                conf,
+                args.k,
+                args.criterion,
+                args.seed,
+                args.refine,
+                args.size_margin,
+                names,
+                source=f"confusion:{args.confusion.name}",
+            )
+        else:
+            g = random_grouping(args.random, args.k, args.seed, names)
+    g.save(args.out)
+    if args.labels_out:
+        g.save_labels(args.labels_out)
+    if not args.quiet:
+        sys.stdout.write(g.describe() + "\n")
+    log.info("wrote %s", args.out)
+    return 0
+
+
+__all__ = ["Grouping", "register", "run"]

@@ -1,0 +1,85 @@
+"""The SSAL training objective (paper Sec. 3.3, Eq. 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architecture import SSALOutput
+from .errors import SSALError
+from .grouping import Grouping
+
+__all__ = ["LossParts", "SSALLoss", "as_gammas"]
+
+
+class LossParts(NamedTuple):
+    """The total loss and its terms: L_f and one L_g per branch (unweighted), for logging."""
+
+    total: torch.Tensor
+    main: torch.Tensor
+    aux: tuple[torch.Tensor, ...]
+
+
+def as_gammas(groupings: Sequence[Grouping | torch.Tensor | Sequence[int]]) -> list[torch.Tensor]:
+    """Turn groupings (or raw maps) into LongTensors gamma_i."""
+    out = []
+    for g in groupings:
+        out.append(g.as_tensor() if isinstance(g, Grouping) else torch.as_tensor(g, dtype=torch.long))
+    return out
+
+
+class SSALLoss(nn.Module):
+    """L = lambda_1 * CE(f(x), y) + sum_i lambda_2,i * CE(g_i(x), gamma_i(y))  (paper Eq. 3).
+
+    Args:
+        gammas: the class-to-group maps of the branches, e.g. ``model.gammas``.
+        main_weight: lambda_1.
+        aux_weights: lambda_2,i, one float for all branches or one per branch.
+        label_smoothing: applied to every cross-entropy term.
+    """
+
+    def __init__(
+        self,
+        gammas: Sequence[Grouping | torch.Tensor | Sequence[int]] = (),
+        main_weight: float = 1.0,
+        aux_weights: float | Sequence[float] = 1.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        gs = as_gammas(gammas)
+        weights = (
+            [float(aux_weights)] * len(gs) if isinstance(aux_weights, (int, float)) else list(aux_weights)
+        )
+        if len(weights) != len(gs):
+            raise SSALError(f"{len(weights)} aux weights given for {len(gs)} branches")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise SSALError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.main_weight, self.aux_weights, self.label_smoothing = (
+            float(main_weight),
+            weights,
+            label_smoothing,
+        )
+        for i, g in enumerate(gs):
+            self.register_buffer(f"gamma{i}", g.clone())
+        self.num_branches = len(gs)
+
+    def forward(self, out: SSALOutput, target: torch.Tensor) -> LossParts:
+        """The weighted total and each term; branches missing from ``out`` (main-only mode) are skipped."""
+        if len(out.aux) > self.num_branches:
+            raise SSALError(
+                f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings"
+            )
+        ls = self.label_smoothing
+        main = F.cross_entropy(out.main.float(), target, label_smoothing=ls)
+        total = self.main_weight * main
+        aux = []
+        for i, logits in enumerate(out.aux):
+            gamma = getattr(self, f"gamma{i}").to(target.device)
+            term = F.cross_entropy(logits.float(), gamma[target], label_smoothing=ls)
+            aux.append(term)
+            total = total + self.aux_weights[i] * term
+        return LossParts(total, main, tuple(aux))

@@ -1,0 +1,167 @@
+"""SSAL predictions (paper Sec. 3.4) and their metrics.
+
+- +TR: the main classifier alone, softmax(f).
+- +JP: the joint probability P(y|x) proportional to softmax(f)_y * prod_i softmax(g_i)_{gamma_i(y)} ** eta_i.
+- +LC: a linear classifier on the concatenated outputs of f and every g_i, fitted after training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architecture import SSALOutput
+from .errors import SSALError
+
+__all__ = [
+    "LinearCombination",
+    "SSALMetrics",
+    "fit_linear_combination",
+    "joint_log_probs",
+    "joint_probability",
+    "main_probability",
+    "topk_correct",
+    "validate_eta",
+]
+
+
+def validate_eta(eta: float | Sequence[float], num_branches: int) -> list[float]:
+    """Expand eta to one value per branch and check that each lies in (0, 1]."""
+    etas = [float(eta)] * num_branches if isinstance(eta, (int, float)) else [float(e) for e in eta]
+    if len(etas) != num_branches:
+        raise SSALError(f"{len(etas)} eta values given for {num_branches} branches")
+    for e in etas:
+        if not 0.0 < e <= 1.0:
+            raise SSALError(f"eta must be in (0, 1], got {e}")
+    return etas
+
+
+def main_probability(out: SSALOutput) -> torch.Tensor:
+    """+TR: softmax(f(x)), shape (B, C)."""
+    return out.main.float().softmax(-1)
+
+
+def joint_log_probs(
+    out: SSALOutput, gammas: Sequence[torch.Tensor], eta: float | Sequence[float] = 1.0
+) -> torch.Tensor:
+    """Normalised log P(y|x) of the joint prediction +JP (paper Sec. 3.4), shape (B, C).
+
+    log P = log_softmax(f)_y + sum_i eta_i * log_softmax(g_i)_{gamma_i(y)}, renormalised over y.
+    The gather ``[:, gamma_i]`` lifts group scores to classes in one indexing call.
+    """
+    if len(gammas) != len(out.aux):
+        raise SSALError(f"{len(gammas)} groupings given for {len(out.aux)} branch outputs")
+    etas = validate_eta(eta, len(out.aux))
+    logp = out.main.float().log_softmax(-1)
+    for e, g, logits in zip(etas, gammas, out.aux, strict=True):
+        logp = logp + e * logits.float().log_softmax(-1)[:, g.to(logits.device)]
+    return logp.log_softmax(-1)
+
+
+def joint_probability(
+    out: SSALOutput, gammas: Sequence[torch.Tensor], eta: float | Sequence[float] = 1.0
+) -> torch.Tensor:
+    """+JP: the normalised joint probabilities P(y|x), shape (B, C)."""
+    return joint_log_probs(out, gammas, eta).exp()
+
+
+# --- +LC -----------------------------------------------------------------------------------------
+class LinearCombination(nn.Module):
+    """+LC: one linear layer on [softmax(f), softmax(g_1), ...] giving class logits (paper Sec. 3.4)."""
+
+    def __init__(self, num_classes: int, group_counts: Sequence[int]) -> None:
+        super().__init__()
+        self.group_counts = [int(k) for k in group_counts]
+        self.linear = nn.Linear(num_classes + sum(self.group_counts), num_classes)
+
+    @staticmethod
+    def features(out: SSALOutput) -> torch.Tensor:
+        """The concatenated probabilities of f and every g_i, shape (B, C + sum k_i)."""
+        return torch.cat([t.float().softmax(-1) for t in (out.main, *out.aux)], dim=1)
+
+    def forward(self, out: SSALOutput) -> torch.Tensor:
+        return self.linear(self.features(out))
+
+
+def fit_linear_combination(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    group_counts: Sequence[int],
+    weight_decay: float = 1e-4,
+    max_iter: int = 200,
+) -> LinearCombination:
+    """Fit +LC on held-out features (``LinearCombination.features`` of a frozen model) with full-batch L-BFGS."""
+    lc = LinearCombination(num_classes, group_counts).to(features.device)
+    if features.shape[1] != lc.linear.in_features:
+        raise SSALError(f"LC features have {features.shape[1]} columns, expected {lc.linear.in_features}")
+    x, y = features.detach().float(), targets.detach().long()
+    opt = torch.optim.LBFGS(lc.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(lc.linear(x), y) + weight_decay * lc.linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return lc.eval().requires_grad_(False)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+def topk_correct(scores: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
+    """How many rows have the target among their top-k scores, for each k (k is capped at C)."""
+    kmax = min(max(ks), scores.shape[1])
+    top = scores.topk(kmax, dim=1).indices  # (B, kmax)
+    hit = top == target[:, None]
+    return [int(hit[:, : min(k, kmax)].any(1).sum()) for k in ks]
+
+
+class SSALMetrics:
+    """Accumulates top-1/top-5 of f, +JP (and +LC if given) and the group accuracy of each g_i.
+
+    ``counts`` is one float64 tensor, so a distributed engine can all-reduce it in one call.
+    """
+
+    def __init__(
+        self,
+        gammas: Sequence[torch.Tensor],
+        eta: float | Sequence[float] = 1.0,
+        lc: LinearCombination | None = None,
+    ) -> None:
+        self.gammas = list(gammas)
+        self.eta = validate_eta(eta, len(self.gammas)) if self.gammas else []
+        self.lc = lc
+        self.keys = ["f_top1", "f_top5"]
+        if self.gammas:
+            self.keys += ["jp_top1", "jp_top5"] + [f"g{i + 1}_acc" for i in range(len(self.gammas))]
+        if lc is not None:
+            self.keys += ["lc_top1", "lc_top5"]
+        self.counts = torch.zeros(len(self.keys) + 1, dtype=torch.float64)  # last entry: sample count
+
+    @torch.no_grad()
+    def update(self, out: SSALOutput, target: torch.Tensor) -> None:
+        """Add one batch."""
+        vals = topk_correct(out.main, target)
+        if self.gammas:
+            vals += topk_correct(joint_log_probs(out, self.gammas, self.eta), target)
+            for g, logits in zip(self.gammas, out.aux, strict=True):
+                vals.append(int((logits.argmax(1) == g.to(target.device)[target]).sum()))
+        if self.lc is not None:
+            vals += topk_correct(self.lc(out), target)
+        vals.append(target.numel())
+        self.counts += torch.tensor(vals, dtype=torch.float64)
+
+    def compute(self) -> dict[str, float]:
+        """Accuracies in percent."""
+        n = max(float(self.counts[-1]), 1.0)
+        return {k: 100.0 * float(v) / n for k, v in zip(self.keys, self.counts[:-1], strict=True)}
+
+    @property
+    def num_samples(self) -> int:
+        """How many samples were added."""
+        return int(self.counts[-1])
