@@ -109,9 +109,7 @@ class SSALModel(nn.Module):
         if len(set(names)) != len(names):
             raise SSALError(f"branch names must be unique, got {names}")
         self._move_branches_like_backbone()
-        self._hooks = [
-            modules[at].register_forward_hook(self._make_hook(at)) for at in dict.fromkeys(targets)
-        ]
+        self._hooks = [modules[at].register_forward_hook(self._make_hook(at)) for at in dict.fromkeys(targets)]
 
     # --- construction helpers ----------------------------------------------------------------------
     @staticmethod
@@ -122,9 +120,7 @@ class SSALModel(nn.Module):
         valid = [n for n in modules if n]
         hint = difflib.get_close_matches(at, valid + list(aliases), n=5)
         listing = (
-            ", ".join(list(aliases) + valid)
-            if len(valid) <= 80
-            else ", ".join(list(aliases) + valid[:80]) + ", ..."
+            ", ".join(list(aliases) + valid) if len(valid) <= 80 else ", ".join(list(aliases) + valid[:80]) + ", ..."
         )
         msg = f"unknown attach point {at!r}"
         msg += f" (did you mean {', '.join(hint)}?)" if hint else ""
@@ -135,9 +131,7 @@ class SSALModel(nn.Module):
         shapes: dict[str, torch.Size] = {}
         modules = dict(self.backbone.named_modules())
         hooks = [
-            modules[t].register_forward_hook(
-                lambda m, i, o, t=t: shapes.__setitem__(t, _as_tensor(o, t).shape)
-            )
+            modules[t].register_forward_hook(lambda m, i, o, t=t: shapes.__setitem__(t, _as_tensor(o, t).shape))
             for t in dict.fromkeys(targets)
         ]
         p = next(self.backbone.parameters(), None)

@@ -202,9 +202,7 @@ class Grouping:
         """A copy carrying ``names`` (checked against C)."""
         if names is None:
             return self
-        return Grouping(
-            self.assignment, self.k, self.criterion, self.seed, self.source, tuple(names), self.extra
-        )
+        return Grouping(self.assignment, self.k, self.criterion, self.seed, self.source, tuple(names), self.extra)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -271,9 +269,7 @@ def _capacities(num_classes: int, k: int, margin: float | None) -> tuple[int, in
     return lo, lo + (rem > 0), rem if rem else k
 
 
-def balanced_clustering(
-    distance: np.ndarray, k: int, seed: int = 0, size_margin: float | None = None
-) -> np.ndarray:
+def balanced_clustering(distance: np.ndarray, k: int, seed: int = 0, size_margin: float | None = None) -> np.ndarray:
     """Balanced greedy clustering of supplementary Sec. A; returns gamma as an int array of shape (C,).
 
     Initialisation: the first group is seeded with the label of highest average distance to all others;
@@ -388,9 +384,7 @@ def group_from_superclasses(
     return Grouping(tuple(a), max(a) + 1, None, None, source, _names(class_names, len(a)))
 
 
-def random_grouping(
-    num_classes: int, k: int, seed: int = 0, class_names: Sequence[str] | None = None
-) -> Grouping:
+def random_grouping(num_classes: int, k: int, seed: int = 0, class_names: Sequence[str] | None = None) -> Grouping:
     """A uniformly random balanced grouping (sizes differ by at most one)."""
     k = validate_k(k, num_classes)
     rng = np.random.default_rng(seed)

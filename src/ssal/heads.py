@@ -75,9 +75,7 @@ class InceptionC(nn.Module):
         super().__init__()
         c7, co = _w(128, width), _w(192, width)
         self.b1 = ConvBNReLU(cin, co, 1)
-        self.b7 = nn.Sequential(
-            ConvBNReLU(cin, c7, 1), ConvBNReLU(c7, c7, (1, 7)), ConvBNReLU(c7, co, (7, 1))
-        )
+        self.b7 = nn.Sequential(ConvBNReLU(cin, c7, 1), ConvBNReLU(c7, c7, (1, 7)), ConvBNReLU(c7, co, (7, 1)))
         self.b7dbl = nn.Sequential(
             ConvBNReLU(cin, c7, 1),
             ConvBNReLU(c7, c7, (7, 1)),
@@ -128,9 +126,7 @@ class InceptionE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3, bd = self.b3(x), self.bd(x)
-        return torch.cat(
-            [self.b1(x), self.b3a(b3), self.b3b(b3), self.bda(bd), self.bdb(bd), self.pool(x)], 1
-        )
+        return torch.cat([self.b1(x), self.b3a(b3), self.b3b(b3), self.bda(bd), self.bdb(bd), self.pool(x)], 1)
 
 
 _INCEPTION = {"C": InceptionC, "D": InceptionD, "E": InceptionE}
@@ -142,11 +138,7 @@ def parse_head(spec: str | Sequence[str]) -> list[str]:
     tokens = [t.strip() for t in tokens if t.strip()]
     for t in tokens:
         if not (
-            _CONV.match(t)
-            or _INC.match(t)
-            or _FC.match(t)
-            or _DROP.match(t)
-            or t in ("gap", "maxpool", "avgpool")
+            _CONV.match(t) or _INC.match(t) or _FC.match(t) or _DROP.match(t) or t in ("gap", "maxpool", "avgpool")
         ):
             raise SSALError(
                 f"unknown head token {t!r}; use convC[kK][sS], incC|incD|incE[width], maxpool, avgpool, gap, fcN, dropP"
@@ -163,9 +155,8 @@ def build_head(spec: str | Sequence[str], in_channels: int, num_outputs: int) ->
     layers: list[nn.Module] = []
     c, pooled = in_channels, False
     for t in parse_head(spec):
-        if (m := _CONV.match(t)) or (m := _INC.match(t)) or t in ("maxpool", "avgpool"):
-            if pooled:
-                raise SSALError(f"head token {t!r} needs a feature map but comes after global pooling")
+        if pooled and (_CONV.match(t) or _INC.match(t) or t in ("maxpool", "avgpool")):
+            raise SSALError(f"head token {t!r} needs a feature map but comes after global pooling")
         if m := _CONV.match(t):
             cout, k, s = int(m[1]), int(m[2] or 3), int(m[3] or 1)
             layers.append(ConvBNReLU(c, cout, k, s))

@@ -51,9 +51,7 @@ class SSALLoss(nn.Module):
     ) -> None:
         super().__init__()
         gs = as_gammas(gammas)
-        weights = (
-            [float(aux_weights)] * len(gs) if isinstance(aux_weights, (int, float)) else list(aux_weights)
-        )
+        weights = [float(aux_weights)] * len(gs) if isinstance(aux_weights, (int, float)) else list(aux_weights)
         if len(weights) != len(gs):
             raise SSALError(f"{len(weights)} aux weights given for {len(gs)} branches")
         if not 0.0 <= label_smoothing < 1.0:
@@ -70,9 +68,7 @@ class SSALLoss(nn.Module):
     def forward(self, out: SSALOutput, target: torch.Tensor) -> LossParts:
         """The weighted total and each term; branches missing from ``out`` (main-only mode) are skipped."""
         if len(out.aux) > self.num_branches:
-            raise SSALError(
-                f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings"
-            )
+            raise SSALError(f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings")
         ls = self.label_smoothing
         main = F.cross_entropy(out.main.float(), target, label_smoothing=ls)
         total = self.main_weight * main

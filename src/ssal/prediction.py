@@ -94,7 +94,7 @@ def fit_linear_combination(
     weight_decay: float = 1e-4,
     max_iter: int = 200,
 ) -> LinearCombination:
-    """Fit +LC on held-out features (``LinearCombination.features`` of a frozen model) with full-batch L-BFGS."""
+    """Fit +LC by full-batch L-BFGS on held-out ``LinearCombination.features`` of a frozen model."""
     lc = LinearCombination(num_classes, group_counts).to(features.device)
     if features.shape[1] != lc.linear.in_features:
         raise SSALError(f"LC features have {features.shape[1]} columns, expected {lc.linear.in_features}")

@@ -33,9 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run one sub-command; user errors give one line on stderr and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except SSALError as e:

@@ -24,9 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build a balanced class grouping gamma and save it as JSON.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--confusion", type=Path, metavar="CONF.npy", help="C x C confusion matrix (.npy, .csv, .txt)"
-    )
+    src.add_argument("--confusion", type=Path, metavar="CONF.npy", help="C x C confusion matrix (.npy, .csv, .txt)")
     src.add_argument(
         "--from-superclasses",
         type=Path,
@@ -103,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
     names = load_class_names(args.class_names)
     if args.from_superclasses is not None:
         mapping, meta_names = load_superclasses(args.from_superclasses)
-        g = group_from_superclasses(
-            mapping, names or meta_names, source=f"superclasses:{args.from_superclasses.name}"
-        )
+        g = group_from_superclasses(mapping, names or meta_names, source=f"superclasses:{args.from_superclasses.name}")
     else:
         if args.k is None:
             raise SSALError("--k is required with --confusion and --random")
