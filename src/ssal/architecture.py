@@ -78,13 +78,26 @@ class SSALModel(nn.Module):
         backbone: any classifier returning logits of shape (B, C).
         branches: where and what to attach.
         input_size: (channels, height, width) of one input, used once to infer branch widths.
+        mean, std: optional per-channel input normalisation applied first, so that the model takes
+            pixels in [0, 1] (what attacks and exported models need).
     """
 
     def __init__(
-        self, backbone: nn.Module, branches: Sequence[Branch] = (), input_size: Sequence[int] = (3, 224, 224)
+        self,
+        backbone: nn.Module,
+        branches: Sequence[Branch] = (),
+        input_size: Sequence[int] = (3, 224, 224),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        if (mean is None) != (std is None):
+            raise SSALError("give both mean and std for input normalisation, or neither")
+        self.normalize = mean is not None
+        if mean is not None and std is not None:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.input_size = tuple(int(s) for s in input_size)
         self.branches_enabled = True
         self._aux_out: dict[str, torch.Tensor] | None = None
@@ -181,6 +194,8 @@ class SSALModel(nn.Module):
     def forward(self, x: torch.Tensor, with_branches: bool | None = None) -> SSALOutput:
         """Main logits and, unless disabled, the logits of every branch (in branch order)."""
         use = self.branches_enabled if with_branches is None else with_branches
+        if self.normalize:
+            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if not use or len(self.branches) == 0:
             return SSALOutput(self.backbone(x), ())
         self._aux_out = {}
