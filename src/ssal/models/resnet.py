@@ -1,0 +1,165 @@
+"""ResNets of the paper (supplementary Sec. B): CIFAR ResNet-18/50, Tiny ImageNet ResNet-18, ImageNet ResNet-50.
+
+Every backbone exposes ``stem``, ``layer1`` .. ``layer4`` and ``fc`` and maps the paper's attachment points
+(paper Fig. 4, Sec. 4.2) to module names in ``ssal_positions``: ``g1`` = after the stem (for stems with a
+max-pool: after the first max-pooling, before the first residual block), ``g{i+1}`` = after residual stage i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..heads import ConvBNReLU
+from . import auxnets as aux
+from .registry import register_model
+
+__all__ = [
+    "BasicBlock",
+    "PreActBlock",
+    "PreActBottleneck",
+    "ResNet",
+    "conv_stem",
+    "resnet18_cifar",
+    "resnet_positions",
+]
+
+
+def _bn_relu(c: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+
+def resnet_positions(stem: str = "stem", layers: Sequence[str] = ("layer1", "layer2", "layer3", "layer4")) -> dict:
+    """The paper's g1, g2, ... for a ResNet: g1 after the stem, g{i+1} after residual stage i."""
+    return {f"g{i + 1}": name for i, name in enumerate([stem, *layers])}
+
+
+class BasicBlock(nn.Module):
+    """Original (post-activation) residual block: conv-BN-ReLU-conv-BN, add, ReLU (He et al. 2016)."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != width:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """Full pre-activation residual block BN-ReLU-conv x2 (He et al., "Identity mappings", 2016)."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.pre = _bn_relu(cin)
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.act = _bn_relu(width)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or cin != width:
+            self.shortcut = nn.Conv2d(cin, width, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)  # the projection shortcut sees the pre-activated input
+        skip = x if self.shortcut is None else self.shortcut(a)
+        return self.conv2(self.act(self.conv1(a))) + skip
+
+
+class PreActBottleneck(nn.Module):
+    """Full pre-activation bottleneck 1x1 (w) - 3x3 (w) - 1x1 (4w), each preceded by BN-ReLU."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        cout = 4 * width
+        self.pre = _bn_relu(cin)
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.act1 = _bn_relu(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.act2 = _bn_relu(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)
+        skip = x if self.shortcut is None else self.shortcut(a)
+        return self.conv3(self.act2(self.conv2(self.act1(self.conv1(a))))) + skip
+
+
+class ResNet(nn.Module):
+    """A four-stage ResNet: ``stem`` -> ``layer1..4`` -> (BN-ReLU if pre-activation) -> GAP -> ``fc``.
+
+    Args:
+        block: ``BasicBlock``, ``PreActBlock`` or ``PreActBottleneck``.
+        depths: blocks per stage; widths: base width per stage; strides: stride of each stage's first block.
+        stem: the input stem; stem_channels: its output channels.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[PreActBlock] | type[PreActBottleneck],
+        depths: Sequence[int],
+        widths: Sequence[int],
+        strides: Sequence[int],
+        num_classes: int,
+        stem: nn.Module,
+        stem_channels: int,
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        cin = stem_channels
+        for i, (d, w, s) in enumerate(zip(depths, widths, strides, strict=True)):
+            blocks = []
+            for j in range(d):
+                blocks.append(block(cin, w, s if j == 0 else 1))
+                cin = w * block.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.post = _bn_relu(cin) if block is not BasicBlock else nn.Identity()
+        self.num_features = cin
+        self.fc = nn.Linear(cin, num_classes)
+        self.ssal_positions = resnet_positions()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features before global pooling, (B, F, H', W')."""
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.post(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x).mean((2, 3)))
+
+
+def conv_stem(cin: int, cout: int, kernel: int, stride: int = 1, maxpool: bool = False) -> nn.Sequential:
+    """conv-BN-ReLU stem, optionally followed by a 3x3/2 max-pool."""
+    layers: list[nn.Module] = [ConvBNReLU(cin, cout, kernel, stride)]
+    if maxpool:
+        layers.append(nn.MaxPool2d(3, 2, 1))
+    return nn.Sequential(*layers)
+
+
+# --- registered builders -----------------------------------------------------------------------------
+@register_model("resnet18_cifar", input_size=(3, 32, 32), paper_ssal=aux.RESNET18_CIFAR_SSAL, paper_num_classes=100)
+def resnet18_cifar(num_classes: int) -> nn.Module:
+    """ResNet-18 for 32x32 inputs (paper Table 1): 3x3 stem without down-sampling, post-activation blocks.
+
+    Positions: g1 = ``stem``, g2..g5 = ``layer1``..``layer4`` (after residual stages 1-4).
+    Paper SSAL: 20 groups at g2 and 50 groups at g3 (paper Sec. 4.2).
+    """
+    return ResNet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), (1, 2, 2, 2), num_classes, conv_stem(3, 64, 3), 64)
