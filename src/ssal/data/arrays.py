@@ -1,0 +1,120 @@
+"""In-memory image data sets: ``ImageArrays`` (uint8 images + int labels), validation and a stratified split."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from ..errors import SSALError
+
+__all__ = ["NORMALIZATION", "ImageArrays", "split_train_val"]
+
+log = logging.getLogger(__name__)
+
+#: Per-channel pixel mean and std (of pixels in [0, 1]) of each data set's training images. CIFAR-100 values are the
+#: widely quoted ones and are checked against ``train.npz`` in the tests; digits were computed on all 1797 images
+#: (grey, so the three channels agree); Tiny ImageNet and ImageNet are the commonly used constants.
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "cifar100_mini": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "digits": ((0.3053, 0.3053, 0.3053), (0.3759, 0.3759, 0.3759)),
+    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass(eq=False)
+class ImageArrays:
+    """A whole image data set in memory: ``images`` uint8 (N, 3, H, W) and ``labels`` int64 (N,).
+
+    ``class_names`` (one per class) fixes ``num_classes``; ``coarse_labels`` / ``fine_to_coarse`` carry a
+    superclass level where the data set has one (CIFAR-100's 20 superclasses).
+    """
+
+    images: Tensor
+    labels: Tensor
+    class_names: list[str] | None = None
+    coarse_labels: Tensor | None = None
+    fine_to_coarse: list[int] | None = None
+    name: str = ""
+    coarse_class_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        check_images_labels(self.images, self.labels, self.num_classes, self.name or "data set")
+        if self.coarse_labels is not None and tuple(self.coarse_labels.shape) != tuple(self.labels.shape):
+            raise SSALError(
+                f"{self.name}: coarse_labels has shape {tuple(self.coarse_labels.shape)}, "
+                f"expected {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: ``len(class_names)`` if known, else ``max(label) + 1``."""
+        if self.class_names is not None:
+            return len(self.class_names)
+        return int(self.labels.max()) + 1 if self.labels.numel() else 0
+
+    @property
+    def image_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def subset(self, idx: Tensor | Sequence[int]) -> ImageArrays:
+        """The samples at ``idx`` (indices or a boolean mask), with the same class names."""
+        idx = torch.as_tensor(idx, device=self.labels.device)
+        coarse = self.coarse_labels[idx] if self.coarse_labels is not None else None
+        return replace(self, images=self.images[idx], labels=self.labels[idx], coarse_labels=coarse)
+
+
+def check_images_labels(images: Tensor, labels: Tensor, num_classes: int | None, what: str) -> None:
+    """Raise SSALError unless images are uint8 (N, 3, H, W), labels int64 (N,) and within [0, num_classes)."""
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        desc = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise SSALError(f"{what}: images must be a uint8 tensor of shape (N, 3, H, W), got {desc}")
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.ndim != 1:
+        desc = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise SSALError(f"{what}: labels must be an int64 tensor of shape (N,), got {desc}")
+    if labels.shape[0] != images.shape[0]:
+        raise SSALError(f"{what}: {images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.numel() and (int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes)):
+        raise SSALError(
+            f"{what}: labels out of range [0, {num_classes}): min {int(labels.min())}, max {int(labels.max())}"
+        )
+
+
+def _stratified_val_indices(labels: Tensor, val_fraction: float, seed: int) -> Tensor:
+    """Indices of a per-class random ``val_fraction`` of the samples (at least one per class with >= 2 samples)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        n = members.numel()
+        k = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
+        chosen.append(members[torch.randperm(n, generator=gen)[:k]])
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
+
+
+def split_train_val(data: ImageArrays, val_fraction: float, seed: int = 0) -> tuple[ImageArrays, ImageArrays]:
+    """Carve a stratified validation split from training data (the paper validates on a small part of train).
+
+    Every class keeps ``round(n_c * val_fraction)`` of its samples (at least one, never all) in ``val``; both parts
+    keep the original order. The same ``seed`` always gives the same split.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise SSALError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0.0:
+        return data, data.subset(torch.zeros(0, dtype=torch.long))
+    val_idx = _stratified_val_indices(data.labels, val_fraction, seed)
+    keep = torch.ones(len(data), dtype=torch.bool)
+    keep[val_idx] = False
+    log.debug("split %s: %d train / %d val", data.name, int(keep.sum()), val_idx.numel())
+    return data.subset(torch.nonzero(keep).flatten()), data.subset(val_idx)

@@ -1,0 +1,202 @@
+"""The fast data path for small images (airbench style): the uint8 data set lives on the device, each batch is an
+index into it, and augmentation (random shift with reflect padding, horizontal flip) is one batched gather."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import SSALError
+from .arrays import ImageArrays
+
+__all__ = ["AUGMENTATIONS", "DeviceLoader", "augment_batch", "gather_augmented"]
+
+#: "cifar": random shift + horizontal flip (paper Sec. 4 / the authors' code); "shift": shift only (digits);
+#: "none": no augmentation.
+AUGMENTATIONS: tuple[str, ...] = ("cifar", "shift", "none")
+
+
+def _reflect(idx: Tensor, n: int) -> Tensor:
+    """Map indices in [-(n-1), 2(n-1)] into [0, n) by reflection about the border pixels (like reflect padding)."""
+    idx = idx.abs()
+    return torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+
+
+def gather_augmented(
+    data_hwc: Tensor, idx: Tensor, shifts: Tensor | None = None, flips: Tensor | None = None
+) -> Tensor:
+    """Batch ``data_hwc[idx]`` (N, H, W, C), each image flipped (if ``flips``) then shifted, as (B, C, H, W).
+
+    ``shifts`` (B, 2) holds (dy, dx): output pixel (i, j) reads source pixel (i + dy, j + dx), reflected at the
+    border, i.e. reflect padding followed by a crop. The whole batch is one advanced-indexing gather; the result
+    has channels_last strides.
+    """
+    if shifts is None and flips is None:
+        return data_hwc[idx].permute(0, 3, 1, 2)
+    _, h, w, _ = data_hwc.shape
+    rows = torch.arange(h, device=data_hwc.device).expand(idx.numel(), h)  # (B, H)
+    cols = torch.arange(w, device=data_hwc.device).expand(idx.numel(), w)  # (B, W)
+    if shifts is not None:
+        rows = _reflect(rows + shifts[:, :1], h)
+        cols = _reflect(cols + shifts[:, 1:], w)
+    if flips is not None:
+        cols = torch.where(flips[:, None], w - 1 - cols, cols)  # flip as part of the index: no second pass
+    out = data_hwc[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+def augment_batch(x: Tensor, shifts: Tensor | None = None, flips: Tensor | None = None) -> Tensor:
+    """Flip and shift a (B, C, H, W) batch with per-sample ``shifts`` (B, 2) and ``flips`` (B,) (see above)."""
+    idx = torch.arange(x.shape[0], device=x.device)
+    return gather_augmented(x.permute(0, 2, 3, 1), idx, shifts, flips)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 0x9E3779B1 + epoch * 0x85EBCA6B + 1) % (2**63)
+
+
+class DeviceLoader:
+    """Iterates ``(x, y)`` batches of an ``ImageArrays`` kept on ``device``: x float (B, 3, H, W) in [0, 1]
+    (or normalised with ``mean``/``std``), y int64 (B,).
+
+    Training: every epoch draws one seeded permutation (identical on every rank) plus per-sample shifts/flips;
+    rank r takes positions r::world_size of it, so shards are disjoint and equally long (the epoch is cut to a
+    multiple of ``world_size``). Evaluation: fixed order, no augmentation, every sample exactly once over all
+    ranks; with unequal shards the batches are balanced so all ranks yield the same number of batches.
+    """
+
+    def __init__(
+        self,
+        data: ImageArrays,
+        batch_size: int,
+        *,
+        train: bool,
+        augment: str = "cifar",
+        max_shift: int = 4,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool | None = None,
+        channels_last: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        _check_options(data, batch_size, augment, max_shift, rank, world_size, mean, std)
+        self.data, self.batch_size, self.train = data, int(batch_size), bool(train)
+        self.augment, self.max_shift, self.seed = augment, int(max_shift), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self.channels_last, self.dtype = bool(channels_last), dtype
+        self.device = torch.device(device)
+        self._images = data.images.to(self.device).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C) uint8
+        self._labels = data.labels.to(self.device)
+        self._mean = None if mean is None else torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self._std = None if std is None else torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.epoch, self._start_batch = 0, 0
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.data.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def _cut(self) -> bool:
+        """Whether the epoch is cut to a multiple of world_size (equal shards, so equal batch counts)."""
+        return self.world_size > 1 and (self.train or self.drop_last)
+
+    def _shard_len(self, rank: int) -> int:
+        n = len(self.data) - (len(self.data) % self.world_size if self._cut() else 0)
+        return len(range(rank, n, self.world_size))
+
+    def _num_batches(self, m: int) -> int:
+        if self.drop_last:
+            return m // self.batch_size
+        return math.ceil(self._shard_len(0) / self.batch_size)  # rank 0 has the longest shard
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (the same on every rank)."""
+        return self._num_batches(self._shard_len(self.rank))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch for this rank."""
+        m = self._shard_len(self.rank)
+        return len(self) * self.batch_size if self.drop_last else m
+
+    # ------------------------------------------------------------------ iteration
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Use ``epoch``'s permutation for the next iteration, optionally resuming at batch ``start_batch``."""
+        if epoch < 0 or start_batch < 0:
+            raise SSALError(f"set_epoch: epoch and start_batch must be >= 0, got {epoch}, {start_batch}")
+        self.epoch, self._start_batch = int(epoch), int(start_batch)
+
+    def _epoch_plan(self, epoch: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """This rank's sample order and per-sample (shift, flip) for ``epoch``, drawn on CPU (device-independent)."""
+        n = len(self.data)
+        if not self.train:
+            order, shifts, flips = torch.arange(n), None, None
+        else:
+            gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+            order = torch.randperm(n, generator=gen)
+            p = self.max_shift
+            shifts = torch.randint(-p, p + 1, (n, 2), generator=gen) if self.augment != "none" and p > 0 else None
+            flips = torch.rand(n, generator=gen) < 0.5 if self.augment == "cifar" else None
+        keep = slice(self.rank, n - (n % self.world_size if self._cut() else 0), self.world_size)
+        return order[keep], None if shifts is None else shifts[keep], None if flips is None else flips[keep]
+
+    def _bounds(self, m: int) -> list[tuple[int, int]]:
+        """Batch (start, end) positions in a shard of length ``m``; balanced when shards differ in length."""
+        nb, b = self._num_batches(m), self.batch_size
+        if self.drop_last or self._shard_len(0) == self._shard_len(self.world_size - 1):
+            return [(i * b, min((i + 1) * b, m)) for i in range(nb)]
+        edges = [m * i // nb for i in range(nb + 1)]  # eval, unequal shards: nb near-equal batches on every rank
+        return list(zip(edges[:-1], edges[1:], strict=True))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch, start = self.epoch, self._start_batch
+        self.epoch, self._start_batch = epoch + 1, 0  # forgetting set_epoch still gives a fresh permutation
+        order, shifts, flips = (None if t is None else t.to(self.device) for t in self._epoch_plan(epoch))
+        return self._batches(order, shifts, flips, self._bounds(order.numel())[start:])
+
+    def _batches(self, order, shifts, flips, bounds) -> Iterator[tuple[Tensor, Tensor]]:
+        for lo, hi in bounds:
+            idx = order[lo:hi]
+            x = gather_augmented(
+                self._images, idx, None if shifts is None else shifts[lo:hi], None if flips is None else flips[lo:hi]
+            )
+            yield self._to_float(x), self._labels[idx]
+
+    def _to_float(self, x: Tensor) -> Tensor:
+        """uint8 (B, C, H, W) -> ``dtype`` in [0, 1], normalised if mean/std were given, in the chosen layout."""
+        x = x.to(self.dtype).div_(255.0)
+        if self._mean is not None:
+            x = x.sub_(self._mean).div_(self._std)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+
+def _check_options(data, batch_size, augment, max_shift, rank, world_size, mean, std) -> None:
+    """SSALError for any option DeviceLoader cannot honour."""
+    if not isinstance(data, ImageArrays):
+        raise SSALError(f"DeviceLoader needs ImageArrays, got {type(data).__name__}")
+    if int(batch_size) < 1:
+        raise SSALError(f"batch_size must be >= 1, got {batch_size}")
+    if augment not in AUGMENTATIONS:
+        raise SSALError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    _, h, w = data.image_size
+    if not 0 <= int(max_shift) < min(h, w):
+        raise SSALError(f"max_shift must be in [0, {min(h, w) - 1}] for {h}x{w} images, got {max_shift}")
+    if not 0 <= int(rank) < int(world_size):
+        raise SSALError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    for what, v in (("mean", mean), ("std", std)):
+        if v is not None and len(v) != data.image_size[0]:
+            raise SSALError(f"{what} needs {data.image_size[0]} values (one per channel), got {len(v)}")
+    if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
+        raise SSALError("mean and std must be given together, with std > 0")
