@@ -23,13 +23,22 @@ DATASETS: tuple[str, ...] = ("cifar100", "cifar100_mini", "digits", "tinyimagene
 SPLITS = ("train", "test")
 
 
-def load_arrays(name: str, root: str | os.PathLike | None = None, split: str = "train") -> ImageArrays:
+def load_arrays(
+    name: str,
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    *,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageArrays:
     """Load a whole data set split into memory as ``ImageArrays``.
 
     ``cifar100``: ``root`` is the official ``cifar-100-python`` folder (or its parent) or the NumPy folder
     (train.npz/test.npz/meta.json); ``cifar100_mini``: mini_train.npz/mini_test.npz of the NumPy folder;
     ``digits``: scikit-learn's embedded digits (``root`` ignored); ``tinyimagenet``: the official folder layout
-    (``test`` means its labelled ``val`` split).
+    (``test`` means its labelled ``val`` split; ``cache_dir`` keeps the decoded arrays for the next run).
+    ``download=True`` fetches the official CIFAR-100 into ``root`` with torchvision if it is not there (users
+    online only; never in tests).
     """
     if name not in DATASETS:
         raise SSALError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
@@ -40,6 +49,12 @@ def load_arrays(name: str, root: str | os.PathLike | None = None, split: str = "
     if root is None:
         raise SSALError(f"data set {name} needs a data folder (root), none given")
     root = Path(root).expanduser()
+    if download and name != "cifar100":
+        raise SSALError(f"download is only available for cifar100, not {name}")
+    if download and _find_cifar100(root, split) is None:
+        from .cifar_pickle import download_cifar100
+
+        download_cifar100(root)
     if not root.is_dir():
         raise SSALError(f"{name}: data folder {root} does not exist")
     if name == "cifar100_mini":
@@ -48,21 +63,31 @@ def load_arrays(name: str, root: str | os.PathLike | None = None, split: str = "
         return _load_cifar100(root, split)
     from .tinyimagenet import load_tinyimagenet
 
-    return load_tinyimagenet(root, split)
+    return load_tinyimagenet(root, split, None if cache_dir is None else Path(cache_dir))
+
+
+def _find_cifar100(root: Path, split: str) -> tuple[str, Path] | None:
+    """("npz", folder) or ("official", folder) where CIFAR-100 is found under ``root``, else None."""
+    from .cifar_pickle import find_official_cifar100
+
+    if (root / f"{split}.npz").is_file():
+        return "npz", root
+    official = find_official_cifar100(root)
+    return None if official is None else ("official", official)
 
 
 def _load_cifar100(root: Path, split: str) -> ImageArrays:
     """CIFAR-100 from the NumPy folder or the official pickle folder (``root`` or ``root/cifar-100-python``)."""
-    if (root / f"{split}.npz").is_file():
-        return _load_cifar_npz(root / f"{split}.npz", root / "meta.json", "cifar100")
-    from .cifar_pickle import find_official_cifar100, load_cifar100_official
+    from .cifar_pickle import load_cifar100_official
 
-    official = find_official_cifar100(root)
-    if official is not None:
-        return load_cifar100_official(official, split)
+    found = _find_cifar100(root, split)
+    if found is not None and found[0] == "npz":
+        return _load_cifar_npz(root / f"{split}.npz", root / "meta.json", "cifar100")
+    if found is not None:
+        return load_cifar100_official(found[1], split)
     raise SSALError(
         f"cifar100: no CIFAR-100 in {root}: expected {split}.npz + meta.json (NumPy arrays) or the official "
-        "'cifar-100-python' folder with train/test/meta"
+        "'cifar-100-python' folder with train/test/meta (download=True fetches it when online)"
     )
 
 
