@@ -23,12 +23,14 @@ from ..heads import DEFAULT_HEAD
 __all__ = [
     "BranchConfig",
     "ModelEntry",
+    "build_branches",
     "create_model",
     "list_models",
     "model_entry",
     "model_input_size",
     "paper_branches",
     "register_model",
+    "scale_groups",
 ]
 
 Builder = Callable[..., nn.Module]
@@ -92,13 +94,24 @@ def model_input_size(name: str) -> tuple[int, int, int]:
     return model_entry(name).input_size
 
 
-def paper_branches(name: str) -> list[dict[str, Any]]:
-    """The paper's SSAL branches of ``name`` (positions, group counts, heads); SSALError if it has none."""
+def scale_groups(k: int, num_classes: int, paper_num_classes: int | None) -> int:
+    """A paper group count for ``num_classes`` classes: k * C / C_paper, clipped to [2, C // 2] (paper Sec. 4.2)."""
+    if paper_num_classes is None or num_classes == paper_num_classes:
+        return int(k)
+    return max(2, min(num_classes // 2, round(k * num_classes / paper_num_classes)))
+
+
+def paper_branches(name: str, num_classes: int | None = None) -> list[dict[str, Any]]:
+    """The paper's SSAL branches of ``name`` (positions, group counts, heads); SSALError if it has none.
+
+    With ``num_classes`` different from the paper's data set, the group counts scale with C (``scale_groups``).
+    """
     entry = model_entry(name)
     if not entry.paper_ssal:
         with_paper = [n for n in list_models() if _MODELS[n].paper_ssal]
         raise SSALError(f"model {name!r} has no paper SSAL configuration; models that do: {', '.join(with_paper)}")
-    return [dict(b) for b in entry.paper_ssal]
+    C = entry.paper_num_classes if num_classes is None else int(num_classes)
+    return [{**b, "k": scale_groups(b["k"], C, entry.paper_num_classes) if C else b["k"]} for b in entry.paper_ssal]
 
 
 def _placeholder(num_classes: int, k: int, seed: int) -> Grouping:
@@ -134,7 +147,7 @@ def build_branches(
     if isinstance(ssal, str):
         if ssal != "paper":
             raise SSALError(f"ssal must be None, 'paper' or a list of branches, got {ssal!r}")
-        configs = paper_branches(name)
+        configs = paper_branches(name, num_classes)
     else:
         configs = list(ssal)
     if groupings is not None and len(groupings) != len(configs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torchvision
 from torch import nn
 
 from ..heads import ConvBNReLU
@@ -22,8 +23,14 @@ __all__ = [
     "PreActBottleneck",
     "ResNet",
     "conv_stem",
+    "deep_resnet18_tiny",
+    "dwr_resnet18_tiny",
     "resnet18_cifar",
+    "resnet18_tiny",
+    "resnet50_cifar",
+    "resnet50_imagenet",
     "resnet_positions",
+    "wide_resnet18_tiny",
 ]
 
 
@@ -163,3 +170,75 @@ def resnet18_cifar(num_classes: int) -> nn.Module:
     Paper SSAL: 20 groups at g2 and 50 groups at g3 (paper Sec. 4.2).
     """
     return ResNet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), (1, 2, 2, 2), num_classes, conv_stem(3, 64, 3), 64)
+
+
+def _tiny_stem(width: int, extra: int = 0, extra_width: int = 256) -> tuple[nn.Sequential, int]:
+    """7x7/2 conv-BN-ReLU, 3x3/2 max-pool, then ``extra`` conv-BN-ReLU layers (DeepResnet18, paper Sec. 4.3)."""
+    layers = list(conv_stem(3, width, 7, 2, maxpool=True))
+    c = width
+    for _ in range(extra):
+        layers.append(ConvBNReLU(c, extra_width, 3))
+        c = extra_width
+    return nn.Sequential(*layers), c
+
+
+def _resnet18_tiny(num_classes: int, width: int = 64, extra: int = 0, extra_width: int = 256) -> ResNet:
+    stem, c = _tiny_stem(width, extra, extra_width)
+    widths = (width, 2 * width, 4 * width, 8 * width)
+    return ResNet(PreActBlock, (2, 2, 2, 2), widths, (1, 2, 2, 2), num_classes, stem, c)
+
+
+@register_model("resnet18_tiny", input_size=(3, 64, 64), paper_ssal=aux.TINY_SSAL_X3, paper_num_classes=200)
+def resnet18_tiny(num_classes: int) -> nn.Module:
+    """ResNet-18 for Tiny ImageNet (supp. Table 1): 7x7/2 stem, 3x3/2 max-pool, pre-activation blocks.
+
+    Positions: g1 = ``stem`` (after the first max-pooling, before the first residual block, 64 x 16 x 16),
+    g2..g5 = ``layer1``..``layer4``. Paper SSAL ("SSAL x3" of Table 2): AuxNet1 at g1 and g2, AuxNet2 at g3
+    (40/67/100 groups); "SSAL x1" is AuxNet1 at g2 alone (``auxnets.TINY_SSAL_X1``).
+    """
+    return _resnet18_tiny(num_classes)
+
+
+@register_model("wide_resnet18_tiny", input_size=(3, 64, 64), paper_num_classes=200)
+def wide_resnet18_tiny(num_classes: int) -> nn.Module:
+    """WideResnet18 baseline (paper Sec. 4.3, Table 2): ``resnet18_tiny`` with 50% more filters in every conv."""
+    return _resnet18_tiny(num_classes, width=96)
+
+
+@register_model("deep_resnet18_tiny", input_size=(3, 64, 64), paper_num_classes=200)
+def deep_resnet18_tiny(num_classes: int) -> nn.Module:
+    """DeepResnet18 baseline (paper Sec. 4.3): four conv-BN-ReLU layers of 256 filters before the first
+    residual block (inside ``stem``, after the max-pool); the first block projects 256 -> 64 channels."""
+    return _resnet18_tiny(num_classes, extra=4, extra_width=256)
+
+
+@register_model("dwr_resnet18_tiny", input_size=(3, 64, 64), paper_num_classes=200)
+def dwr_resnet18_tiny(num_classes: int) -> nn.Module:
+    """DWRResnet18 baseline (paper Sec. 4.3): DeepResnet18 with 512 filters in the four added layers."""
+    return _resnet18_tiny(num_classes, extra=4, extra_width=512)
+
+
+@register_model("resnet50_cifar", input_size=(3, 32, 32), paper_ssal=aux.RESNET50_CIFAR_SSAL, paper_num_classes=100)
+def resnet50_cifar(num_classes: int) -> nn.Module:
+    """Pre-activation bottleneck ResNet-50 for CIFAR100 (supp. Table 2): 5x5 stem of 64 filters without
+    down-sampling, stages of 3/4/6/3 blocks (stride 2 in stages 2 and 3 only: 32, 16, 8, 8).
+
+    Positions: g1 = ``stem``, g2..g5 = ``layer1``..``layer4``. Paper SSAL (supp. Table 7): AuxNet1 at g2
+    (20 groups), AuxNet2 at g3 (33), AuxNet3 at g4 (50).
+    """
+    stem = nn.Conv2d(3, 64, 5, padding=2, bias=False)  # the first pre-activation block normalises it
+    return ResNet(PreActBottleneck, (3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 1), num_classes, stem, 64)
+
+
+@register_model(
+    "resnet50_imagenet", input_size=(3, 224, 224), paper_ssal=aux.RESNET50_IMAGENET_SSAL, paper_num_classes=1000
+)
+def resnet50_imagenet(num_classes: int) -> nn.Module:
+    """ImageNet ResNet-50, torchvision's definition (supp. Table 5; conv-BN-ReLU order), randomly initialised.
+
+    Positions: g1 = ``maxpool`` (after the first max-pooling), g2..g5 = ``layer1``..``layer4``.
+    Paper SSAL (supp. Table 10): AuxNet1 at g2 (200 groups), AuxNet2 at g3 (334), AuxNet3 at g4 (500).
+    """
+    model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+    model.ssal_positions = resnet_positions("maxpool")
+    return model
