@@ -1,0 +1,252 @@
+"""From a ``Config`` to the objects of a run: data splits, groupings, the SSAL model, the loss and loaders.
+
+Every command (train, evaluate, confusion, pipeline) builds through these functions, so a run directory can be
+rebuilt exactly from its saved config and groupings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .architecture import SSALModel
+from .config import Config, DataConfig
+from .errors import SSALError
+from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
+from .loss import SSALLoss
+
+__all__ = [
+    "IMAGENET_STATS",
+    "KNOWN_NUM_CLASSES",
+    "DataBundle",
+    "branch_configs",
+    "build_loss",
+    "build_model",
+    "eta_values",
+    "load_data",
+    "make_loader",
+    "resolve_groupings",
+]
+
+log = logging.getLogger(__name__)
+
+#: Class counts of the built-in data sets, so a dry run needs no data on disk.
+KNOWN_NUM_CLASSES = {"cifar100": 100, "cifar100_mini": 100, "digits": 10, "tinyimagenet": 200}
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class DataBundle:
+    """The splits of one data set. ``train``/``val``/``test`` are ``ImageArrays`` or folder split names."""
+
+    name: str
+    num_classes: int
+    class_names: list[str] | None = None
+    fine_to_coarse: list[int] | None = None
+    train: Any = None
+    val: Any = None
+    test: Any = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        """True for ImageFolder data (DataLoader path), False for in-memory arrays (DeviceLoader path)."""
+        return self.name == "folder"
+
+
+def _stats(cfg: DataConfig, arrays: Any) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    if not cfg.normalize:
+        return None, None
+    from .data import NORMALIZATION
+
+    if cfg.name in NORMALIZATION:
+        mean, std = NORMALIZATION[cfg.name]
+        return tuple(mean), tuple(std)
+    if cfg.name == "folder" or arrays is None:
+        return IMAGENET_STATS
+    x = arrays.images[:10000].float().div_(255)  # (N, 3, H, W)
+    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
+
+
+def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run: bool = False) -> DataBundle:
+    """Load the requested splits (train, val carved from train, test); a dry run only resolves class counts."""
+    if dry_run:
+        n = cfg.num_classes or KNOWN_NUM_CLASSES.get(cfg.name)
+        if n is None:
+            raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}")
+        return DataBundle(cfg.name, n, mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1])
+    if cfg.name == "folder":
+        return _folder_bundle(cfg)
+    from .data import load_arrays, split_train_val
+
+    bundle = DataBundle(cfg.name, 0)
+    if {"train", "val"} & set(splits):
+        full = load_arrays(cfg.name, cfg.root, "train")
+        if cfg.val_fraction > 0:
+            bundle.train, bundle.val = split_train_val(full, cfg.val_fraction, cfg.split_seed)
+        else:
+            bundle.train = full
+    if "test" in splits or ("val" in splits and bundle.val is None):
+        bundle.test = load_arrays(cfg.name, cfg.root, "test")
+        if bundle.val is None and "val" in splits:
+            log.warning("data.val_fraction is 0: validating on the test split")
+            bundle.val = bundle.test
+    ref = next(a for a in (bundle.train, bundle.val, bundle.test) if a is not None)
+    bundle.num_classes, bundle.class_names = ref.num_classes, ref.class_names
+    bundle.fine_to_coarse = ref.fine_to_coarse
+    bundle.mean, bundle.std = _stats(cfg, bundle.train if bundle.train is not None else ref)
+    return bundle
+
+
+def _folder_bundle(cfg: DataConfig) -> DataBundle:
+    root = Path(cfg.root)
+    if not (root / "train").is_dir():
+        raise SSALError(f"ImageFolder data needs {root}/train/<class>/*.jpg (and {root}/val/<class>/...)")
+    names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if len(names) < 2:
+        raise SSALError(f"{root}/train has {len(names)} class folders; need at least 2")
+    val = "val" if (root / "val").is_dir() else None
+    mean, std = _stats(cfg, None)
+    return DataBundle("folder", len(names), names, None, "train", val, val, mean, std)
+
+
+def branch_configs(cfg: Config) -> list[dict[str, Any]]:
+    """The branch dicts ({at, k, head, name}) of the config; ``paper`` is looked up in the model registry."""
+    from .models import paper_branches
+
+    if cfg.ssal.branches == "paper":
+        return paper_branches(cfg.model.name)
+    return [dict(b) for b in cfg.ssal.branches]
+
+
+def _load_confusion(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise SSALError(f"confusion matrix not found: {p} (make one with `ssal confusion RUN_DIR`)")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SSALError(f"cannot read confusion matrix {p}: {e}") from None
+
+
+def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
+    """One ``Grouping`` per branch, from ``ssal.groupings`` (random, superclasses, confusion or JSON files)."""
+    branches = branch_configs(cfg)
+    s, C, names = cfg.ssal, data.num_classes, data.class_names
+    if not branches:
+        return []
+    if isinstance(s.groupings, list):
+        if len(s.groupings) != len(branches):
+            raise SSALError(f"ssal.groupings lists {len(s.groupings)} files for {len(branches)} branches")
+        out = [Grouping.load(p) for p in s.groupings]
+    elif s.groupings == "random" or placeholder:
+        out = [random_grouping(C, int(b["k"]), s.grouping_seed + i, names) for i, b in enumerate(branches)]
+    elif s.groupings == "superclasses":
+        if data.fine_to_coarse is None:
+            raise SSALError(f"data set {data.name!r} has no superclasses; use ssal.groupings=random or confusion")
+        out = [group_from_superclasses(data.fine_to_coarse, names) for _ in branches]
+    else:
+        if not s.confusion:
+            raise SSALError(
+                "ssal.groupings=confusion needs ssal.confusion=PATH (a C x C .npy from `ssal confusion RUN_DIR`); "
+                "or set ssal.groupings to random, superclasses or a list of grouping JSON files"
+            )
+        conf = _load_confusion(str(s.confusion))
+        src = f"confusion:{Path(str(s.confusion)).name}"
+        out = [
+            group_from_confusion(conf, int(b["k"]), s.criterion, s.grouping_seed, s.refine, s.size_margin, names, src)
+            for b in branches
+        ]
+    for i, g in enumerate(out):
+        if g.num_classes != C:
+            raise SSALError(f"grouping {i + 1} has {g.num_classes} classes but data set {data.name!r} has {C}")
+    return out
+
+
+def build_model(
+    cfg: Config, num_classes: int, groupings: Sequence[Grouping], data: DataBundle | None = None
+) -> SSALModel:
+    """The ``SSALModel`` of the config (no branches for a baseline), with input normalisation inside."""
+    from .models import create_model
+
+    mean, std = (data.mean, data.std) if data is not None and cfg.data.normalize else (None, None)
+    model = create_model(
+        cfg.model.name,
+        num_classes,
+        ssal=branch_configs(cfg),
+        groupings=list(groupings) or None,
+        mean=mean,
+        std=std,
+        **cfg.model.options,
+    )
+    return model
+
+
+def build_loss(cfg: Config, model: SSALModel) -> SSALLoss:
+    """The SSAL loss (paper Eq. 3) with the config's weights and label smoothing."""
+    s = cfg.ssal
+    n = len(model.branches)
+    aux = s.aux_weights if isinstance(s.aux_weights, float) else list(s.aux_weights)
+    if isinstance(aux, list) and len(aux) != n:
+        raise SSALError(f"ssal.aux_weights has {len(aux)} values for {n} branches")
+    return SSALLoss(model.gammas, s.main_weight, aux, cfg.optim.label_smoothing)
+
+
+def eta_values(cfg: Config, num_branches: int) -> list[float]:
+    """eta per branch for the joint prediction (paper Sec. 3.4)."""
+    eta = cfg.ssal.eta
+    etas = [float(eta)] * num_branches if isinstance(eta, float) else [float(e) for e in eta]
+    if len(etas) != num_branches:
+        raise SSALError(f"ssal.eta has {len(etas)} values for {num_branches} branches")
+    return etas
+
+
+def make_loader(
+    cfg: Config,
+    data: DataBundle,
+    split: Any,
+    *,
+    train: bool,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> Any:
+    """A batch iterable yielding (x in [0, 1], y): ``DeviceLoader`` for arrays, ``build_folder_loader`` otherwise."""
+    d = cfg.data
+    bs = d.batch_size if train else d.eval_batch_size
+    if data.is_folder:
+        from .data import build_folder_loader
+
+        out = build_folder_loader(
+            d.root,
+            split,
+            bs,
+            train=train,
+            workers=d.workers,
+            distributed=world_size > 1,
+            rank=rank,
+            world_size=world_size,
+            seed=cfg.seed,
+        )
+        return out[0] if isinstance(out, tuple) else out
+    from .data import DeviceLoader
+
+    return DeviceLoader(
+        split,
+        bs,
+        train=train,
+        augment=d.augment if train else "none",
+        max_shift=d.max_shift,
+        device=device,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        channels_last=cfg.trainer.channels_last,
+    )

@@ -1,0 +1,83 @@
+"""``ssal train``: train one run from a YAML config (with ``key=value`` overrides) into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..config import Config, load_config
+from ..errors import SSALError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_config_arguments", "config_from_args", "register", "run"]
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config FILE``, ``--variant NAME`` and trailing ``key=value`` overrides (shared by train and pipeline)."""
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML config (see configs/ and docs/cli.md)")
+    p.add_argument("--variant", metavar="NAME", help="one of the config's variants (a sweep entry)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The resolved config of ``--config``/``--variant``/overrides (or of a run directory given to --resume)."""
+    resume = getattr(args, "resume", None)
+    path = args.config
+    if path is None and isinstance(resume, str):
+        path = Path(resume) / "config.yaml"
+        if not path.is_file():
+            raise SSALError(f"{resume} has no config.yaml; give --config FILE")
+    if path is None:
+        raise SSALError("give --config FILE (e.g. configs/demo.yaml)")
+    cfg = load_config(path, args.overrides, args.variant)
+    if isinstance(resume, str) and args.config is None:
+        cfg.run_dir = resume
+    return cfg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command."""
+    p = sub.add_parser(
+        "train",
+        help="train a model (baseline or SSAL) from a YAML config",
+        description="Train one run. The run directory holds config.yaml, checkpoints/, metrics.csv, tb/, groupings/.",
+    )
+    add_config_arguments(p)
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue from RUN_DIR/checkpoints/last.ckpt (RUN_DIR defaults to the config's run_dir)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="resolve the config and build the model, do not train")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config and train (or dry-run) it."""
+    import yaml
+
+    from ..engine import TrainingDivergedError, fit
+
+    cfg = config_from_args(args)
+    if args.print_config:
+        sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return 0
+    try:
+        res = fit(cfg, resume=args.resume is not None, dry_run=args.dry_run)
+    except TrainingDivergedError as e:
+        print(f"ssal train: error: {e}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        sys.stdout.write(f"{cfg.name}: config OK, model {cfg.model.name}, {res.num_params:,} parameters\n")
+        return 0
+    row = res.last_row or {}
+    keys = [k for k in ("epoch", "f_top1", "jp_top1", "wall_seconds") if k in row]
+    sys.stdout.write(f"{res.run_dir}: " + ", ".join(f"{k}={row[k]}" for k in keys) + "\n")
+    return 0

@@ -1,0 +1,383 @@
+"""Typed run configuration: YAML files, dotted ``key=value`` overrides, variants, validation.
+
+A config file is a YAML mapping with the sections below (every key optional; the defaults are the dataclass
+defaults). ``base: other.yaml`` merges the file on top of another (path relative to the including file).
+``variants: {name: {dotted.key: value}}`` names alternative runs in one file (e.g. a sweep); ``--variant NAME``
+picks one. Unknown keys and bad values raise ``SSALError`` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SSALError
+from .io import atomic_write_text
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PipelineConfig",
+    "SSALConfig",
+    "ScheduleConfig",
+    "TrainerConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "expand_env",
+    "parse_overrides",
+    "read_yaml",
+    "resolve_raw",
+    "save_config",
+    "validate",
+    "variant_names",
+]
+
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+SCHEDULES = ("triangular", "warmup_linear", "warmup_cosine", "step", "constant")
+AUGMENTS = ("cifar", "shift", "none")
+
+
+@dataclass
+class DataConfig:
+    """What to train on. Batch sizes are per process (global batch = batch_size x devices x nodes)."""
+
+    name: str = (
+        "cifar100"  # cifar100 | cifar100_mini | digits | tinyimagenet | folder (ImageFolder: root/train, root/val)
+    )
+    root: str = ""  # data folder; ${VAR:-default} is expanded
+    val_fraction: float = 0.1  # held-out part of train for validation, confusion and +LC (paper Sec. 4.1)
+    split_seed: int = 0  # seed of the stratified train/val split
+    augment: str = "cifar"  # small images: cifar (shift + flip) | shift | none; folder data: the ImageNet transforms
+    max_shift: int = 5  # pixels of random translation with reflect padding (authors' CIFAR code: 5)
+    normalize: bool = True  # per-channel mean/std normalisation inside the model
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    workers: int = 4  # DataLoader workers (folder data only)
+    num_classes: int | None = None  # only needed for a dry run of a folder data set that is not present
+
+
+@dataclass
+class ModelConfig:
+    """The backbone from the registry (``ssal.models.list_models()``) and its builder options."""
+
+    name: str = "resnet18_cifar"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SSALConfig:
+    """Branches, their groupings, the loss weights (paper Eq. 3) and eta of the joint prediction (Sec. 3.4)."""
+
+    branches: str | list[dict[str, Any]] = field(default_factory=list)  # [] (baseline) | paper | [{at, k, head}]
+    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | list of grouping JSON files
+    confusion: str | None = None  # C x C .npy (ssal confusion RUN_DIR); ssal pipeline fills it in
+    criterion: str = "join"  # join (similar classes together) | split (paper Sec. 3.1)
+    refine: bool = False
+    size_margin: float | None = None
+    grouping_seed: int = 0
+    eta: float | list[float] = 1.0
+    main_weight: float = 1.0
+    aux_weights: float | list[float] = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """SGD. Keras ``l2(wd)`` on every kernel equals ``weight_decay = 2 * wd`` here (d/dw wd*w^2 = 2*wd*w)."""
+
+    lr: float = 0.1  # peak learning rate (per the global batch; not rescaled automatically)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = False  # Keras l2 regularises kernels only; True decays BN/bias parameters too
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, updated every step (epochs may be fractional)."""
+
+    name: str = "triangular"  # triangular | warmup_linear | warmup_cosine | step | constant
+    peak_epoch: float = 8.0  # triangular: linear 0 -> lr up to here, then linear to final_lr at the end
+    warmup_epochs: float = 0.0  # warmup_*, step: linear warm-up from 0
+    milestones: list[float] = field(default_factory=list)  # step: epochs where lr *= gamma
+    gamma: float = 0.1
+    final_lr: float = 0.0  # fraction of lr reached at the last step (triangular, warmup_*)
+
+
+@dataclass
+class TrainerConfig:
+    """Where and how to run (Lightning Trainer): one code path from 1 CPU to N GPUs on M nodes."""
+
+    epochs: int = 20
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
+    devices: int | str = 1  # processes per node (int) or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto (ddp when more than one process) | ddp | ddp_spawn | ...
+    precision: str | int = "bf16-mixed"  # 32 | bf16-mixed | 16-mixed (GPU) | bf16-true
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (first steps are slow)
+    val_every: int = 1  # validate every n epochs (the last epoch is always validated)
+    log_every_n_steps: int = 50
+    progress_bar: bool = True
+    deterministic: bool = False
+    threads: int = 0  # torch.set_num_threads on CPU (0: leave torch's default)
+
+
+@dataclass
+class PipelineConfig:
+    """``ssal pipeline``: baseline -> confusion on the validation split -> groupings -> SSAL model."""
+
+    baseline_epochs: int | None = None  # default: trainer.epochs
+    variants: list[str] | None = None  # which variants become SSAL runs (default: all, or the base config)
+
+
+@dataclass
+class Config:
+    """A complete run configuration."""
+
+    name: str = "run"
+    run_dir: str = ""  # default: runs/<name>
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ssal: SSALConfig = field(default_factory=SSALConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    variant: str | None = None  # the variant this config was resolved with (set by load_config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def has_branches(self) -> bool:
+        """Whether this run trains SSAL branches."""
+        return self.ssal.branches == "paper" or bool(self.ssal.branches)
+
+
+# --- type checking of plain values ----------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(args[0])}"
+    if typing.get_origin(tp) is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` (int -> float only), or raise SSALError naming ``key``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for a in args:
+            try:
+                return _check(value, a, key)
+            except SSALError:
+                continue
+        raise SSALError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise SSALError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
+        return [_check(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SSALError(f"config key {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key)
+    ok = {
+        type(None): value is None,
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp)
+    if not ok:
+        raise SSALError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise SSALError(f"config key {prefix or '<top>'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise SSALError(f"unknown config key {where}{unknown[0]}; valid keys here: {', '.join(names)}")
+    kwargs = {k: _check(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+# --- value validation ------------------------------------------------------------------------------
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise SSALError(f"config key {key}: {msg}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges and choices that types alone cannot express."""
+    d, s, o, sc, t = cfg.data, cfg.ssal, cfg.optim, cfg.schedule, cfg.trainer
+    _need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    _need(d.augment in AUGMENTS, "data.augment", f"must be one of {', '.join(AUGMENTS)}, got {d.augment!r}")
+    _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
+    _need(d.max_shift >= 0 and d.workers >= 0, "data.max_shift", "max_shift and workers must be >= 0")
+    _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
+    choices = ("random", "superclasses", "confusion")
+    _need(isinstance(s.groupings, list) or s.groupings in choices, "ssal.groupings", f"must be one of {choices}")
+    _need(s.criterion in ("join", "split"), "ssal.criterion", f"must be join or split, got {s.criterion!r}")
+    etas = s.eta if isinstance(s.eta, list) else [s.eta]
+    _need(all(0.0 < e <= 1.0 for e in etas), "ssal.eta", f"must be in (0, 1], got {s.eta}")
+    _need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _need(0.0 <= o.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _need(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", f"must be in [0, 1), got {o.label_smoothing}")
+    _need(not o.nesterov or o.momentum > 0, "optim.nesterov", "needs momentum > 0")
+    _need(sc.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}, got {sc.name!r}")
+    _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
+    _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
+    _need(0.0 <= sc.final_lr <= 1.0, "schedule.final_lr", "is a fraction of lr in [0, 1]")
+    _need(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
+    t.precision = str(t.precision)
+    _need(t.precision in PRECISIONS, "trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
+    _need(t.num_nodes >= 1 and t.val_every >= 1, "trainer.num_nodes", "num_nodes and val_every must be >= 1")
+    _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
+    _need(cfg.pipeline.baseline_epochs is None or cfg.pipeline.baseline_epochs >= 1, "pipeline.baseline_epochs", ">=1")
+    return cfg
+
+
+# --- overrides, files ------------------------------------------------------------------------------
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "ssal.branches=paper"]`` -> ``{"optim.lr": 0.1, ...}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SSALError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.05)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise SSALError(f"override {item!r}: cannot parse the value as YAML") from None
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (copy); unknown keys are caught later by ``config_from_dict``."""
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = raw
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise SSALError(f"override {dotted}: {p} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file, following ``base:`` includes."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise SSALError(f"config {path}: circular base include")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SSALError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise SSALError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise SSALError(f"config {path}: expected a mapping at the top level")
+    base = raw.pop("base", None)
+    if base is not None:
+        raw = _merge(read_yaml(path.parent / str(base), (*_seen, path.resolve())), raw)
+    return raw
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a ``Config`` from a plain dict (no ``variants``)."""
+    cfg = validate(_from_dict(Config, raw, ""))
+    cfg.data.root = expand_env(cfg.data.root)
+    if not cfg.run_dir:
+        cfg.run_dir = str(Path("runs") / cfg.name)
+    return cfg
+
+
+def variant_names(raw: dict[str, Any]) -> list[str]:
+    """The variant names a raw config defines (empty if none)."""
+    return list(_variants(raw))
+
+
+def _variants(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    v = raw.get("variants") or {}
+    if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
+        raise SSALError("config key variants: expected a mapping of name -> {dotted.key: value}")
+    return v
+
+
+def resolve_raw(raw: dict[str, Any], variant: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Apply a variant (if any), then dotted overrides, to a raw config dict and validate it.
+
+    A variant's ``name`` defaults to ``<base name>_<variant>`` so that its run directory differs.
+    """
+    variants = _variants(raw)
+    raw = {k: v for k, v in raw.items() if k != "variants"}
+    if variant is not None:
+        if variant not in variants:
+            raise SSALError(f"unknown variant {variant!r}; this config has: {', '.join(variants) or 'none'}")
+        chosen = {"name": f"{raw.get('name', 'run')}_{variant}", **variants[variant]}
+        raw = apply_overrides(raw, chosen)
+    raw = apply_overrides(raw, overrides or {})
+    cfg = config_from_dict(raw)
+    cfg.variant = variant
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None, variant: str | None = None) -> Config:
+    """Read a YAML config, apply a variant and ``key=value`` overrides, validate, and return it."""
+    return resolve_raw(read_yaml(path), variant, parse_overrides(overrides or []))
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML (atomically); ``load_config`` reads it back unchanged."""
+    d = cfg.to_dict()
+    d.pop("variant", None)
+    return atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))

@@ -1,0 +1,501 @@
+"""The training engine: a LightningModule around ``SSALModel`` + ``SSALLoss`` + ``SSALMetrics``, and the Trainer.
+
+One code path serves 1 CPU core to N GPUs on M nodes (Lightning: DDP, gloo on CPU, SLURM, precision). The engine
+adds no model logic: the loss is paper Eq. 3 (``ssal.loss``), the joint prediction Sec. 3.4 (``ssal.prediction``).
+Batch iterables are passed to Lightning as they are (``use_distributed_sampler=False``): every rank takes its own
+shard through ``rank``/``world_size`` (``DeviceLoader``) or a DistributedSampler (ImageFolder).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from .architecture import SSALModel
+from .config import Config, OptimConfig, ScheduleConfig
+from .errors import SSALError
+from .loss import SSALLoss
+from .prediction import SSALMetrics
+from .runs import RunPaths, copy_atomic, load_checkpoint, read_metrics, save_checkpoint, write_metrics
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "RunWriter",
+    "SSALDataModule",
+    "SSALTask",
+    "TrainingDivergedError",
+    "build_optimizer",
+    "build_trainer",
+    "checkpoint_meta",
+    "ensure_writable_run",
+    "fit",
+    "lr_factor",
+    "rng_state",
+    "set_rng_state",
+]
+
+log = logging.getLogger(__name__)
+
+
+def quiet_lightning() -> None:
+    """Route Lightning's messages through the root logger once (no duplicate lines), warnings only unless -v."""
+    debug = logging.getLogger().level <= logging.DEBUG
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.setLevel(logging.INFO if debug else logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+# --- optimisation ----------------------------------------------------------------------------------------
+def lr_factor(s: ScheduleConfig, epochs: int, t: float) -> float:
+    """Multiplier of the peak learning rate at (fractional) epoch ``t`` in [0, epochs].
+
+    triangular: linear 0 -> 1 up to ``peak_epoch``, then linear to ``final_lr`` at ``epochs`` (the authors' CIFAR
+    schedule; paper Table 2: 20 epochs peaking at 8). warmup_linear / warmup_cosine: linear warm-up for
+    ``warmup_epochs``, then linear / cosine decay to ``final_lr``. step: warm-up, then x ``gamma`` at each milestone.
+    """
+    t = min(max(t, 0.0), float(epochs))
+    if s.name == "constant":
+        return 1.0
+    if s.name == "triangular":
+        if t < s.peak_epoch:
+            return t / s.peak_epoch
+        return 1.0 - (1.0 - s.final_lr) * (t - s.peak_epoch) / max(epochs - s.peak_epoch, 1e-8)
+    if s.warmup_epochs > 0 and t < s.warmup_epochs:
+        return t / s.warmup_epochs
+    if s.name == "step":
+        return s.gamma ** sum(t >= m for m in s.milestones)
+    p = (t - s.warmup_epochs) / max(epochs - s.warmup_epochs, 1e-8)  # progress of the decay in [0, 1]
+    if s.name == "warmup_cosine":
+        return s.final_lr + (1.0 - s.final_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return 1.0 - (1.0 - s.final_lr) * p
+
+
+def build_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.SGD:
+    """SGD with momentum / Nesterov. Weight decay on kernels only unless ``decay_norm_and_bias``.
+
+    The authors' Keras ``l2(wd)`` adds wd * ||w||^2 to the loss, whose gradient is 2 * wd * w: it equals
+    ``weight_decay = 2 * wd`` in PyTorch.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 or o.decay_norm_and_bias else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+# --- RNG state (plain tensors and lists, so checkpoints stay weights_only-loadable) ----------------------
+def rng_state() -> dict[str, Any]:
+    """The torch, CUDA, NumPy and Python RNG states."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` saved."""
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    kind, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, gauss_py = s["python"]
+    random.setstate((version, tuple(state), gauss_py))
+
+
+# --- the LightningModule ------------------------------------------------------------------------------------
+class SSALTask(L.LightningModule):
+    """Trains an ``SSALModel`` with ``SSALLoss``; validates with ``SSALMetrics`` (f, each g_i, +JP).
+
+    Args:
+        model: the SSAL model (possibly without branches: a baseline).
+        loss: the loss of paper Eq. 3 for the model's groupings.
+        eta: eta_i of the joint prediction used in the validation metrics.
+        optim, schedule, epochs: optimiser, learning-rate schedule and its length.
+        compile: run the model through ``torch.compile`` (the uncompiled model is what checkpoints hold).
+        meta: JSON-like metadata stored in every checkpoint under ``"ssal"`` (config, groupings, class names).
+    """
+
+    def __init__(
+        self,
+        model: SSALModel,
+        loss: SSALLoss,
+        eta: list[float],
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        epochs: int,
+        compile: bool = False,
+        meta: dict[str, Any] | None = None,
+        check_every: int = 50,
+    ) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+        self.eta, self.optim_cfg, self.schedule_cfg, self.epochs = eta, optim, schedule, epochs
+        self.meta = dict(meta or {})
+        self.check_every = max(int(check_every), 1)
+        self.__dict__["_net"] = torch.compile(model) if compile else model  # not a registered submodule
+        self.metrics: SSALMetrics | None = None
+        self.val_result: dict[str, float] | None = None
+        self._new_epoch_sums()
+
+    def _new_epoch_sums(self) -> None:
+        n = len(self.model.branches)
+        self.train_sums = torch.zeros(3 + n, dtype=torch.float64)  # total, main, aux..., samples (weighted sums)
+        self.val_loss_sum = torch.zeros(2, dtype=torch.float64)  # main CE sum, samples
+        self.nonfinite = torch.zeros((), dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.__dict__["_net"](x)
+
+    # training ---------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        dm = self.trainer.datamodule
+        if dm is not None and hasattr(dm, "set_epoch"):
+            dm.set_epoch(self.current_epoch)
+        self._new_epoch_sums()
+        self.train_sums, self.val_loss_sum = self.train_sums.to(self.device), self.val_loss_sum.to(self.device)
+        self.nonfinite = self.nonfinite.to(self.device)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        parts = self.loss(self(x), y)
+        b = float(y.shape[0])
+        with torch.no_grad():
+            terms = torch.stack([parts.total, parts.main, *parts.aux]).detach().double()
+            self.train_sums[:-1] += terms * b
+            self.train_sums[-1] += b
+            self.nonfinite += (~torch.isfinite(parts.total.detach())).double()
+        if (batch_idx + 1) % self.check_every == 0:
+            self.raise_if_diverged()
+        self.log("train/loss", parts.total.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return parts.total
+
+    def raise_if_diverged(self) -> None:
+        """Stop (on every rank at once) if any rank saw a NaN/Inf loss since the epoch started."""
+        bad = self.trainer.strategy.reduce(self.nonfinite.clone(), reduce_op="sum")
+        if float(bad) > 0:
+            raise TrainingDivergedError(
+                f"the loss became NaN/Inf in epoch {self.current_epoch + 1} (step {self.global_step}); "
+                "stopping. The last good checkpoint is kept; lower optim.lr or use trainer.precision=32"
+            )
+
+    def epoch_train_losses(self) -> dict[str, float]:
+        """Mean training losses of the finished epoch over all ranks, and the global sample count."""
+        s = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum").cpu()
+        n = max(float(s[-1]), 1.0)
+        out = {"train_loss": float(s[0]) / n, "train_loss_f": float(s[1]) / n}
+        for i, name in enumerate(self.model.branch_names):
+            out[f"train_loss_{name}"] = float(s[2 + i]) / n
+        out["train_samples"] = int(s[-1])
+        return out
+
+    # validation -----------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.metrics = SSALMetrics(self.model.gammas, self.eta)
+        self.val_loss_sum = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        out = self(x)
+        assert self.metrics is not None
+        self.metrics.update(out, y)
+        ce = torch.nn.functional.cross_entropy(out.main.float(), y, reduction="sum")
+        self.val_loss_sum += torch.stack([ce.double(), torch.tensor(float(y.numel()), device=ce.device).double()])
+
+    def on_validation_epoch_end(self) -> None:
+        assert self.metrics is not None
+        strat = self.trainer.strategy
+        self.metrics.counts = strat.reduce(self.metrics.counts.to(self.device), reduce_op="sum").cpu()
+        vl = strat.reduce(self.val_loss_sum.clone(), reduce_op="sum").cpu()
+        res = {"val_loss": float(vl[0]) / max(float(vl[1]), 1.0), **self.metrics.compute()}
+        res["val_samples"] = self.metrics.num_samples
+        self.val_result = res
+        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=False, rank_zero_only=True)
+
+    # optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = build_optimizer(self.model, self.optim_cfg)
+        steps = max(int(self.trainer.estimated_stepping_batches // max(self.epochs, 1)), 1)
+        sc, E = self.schedule_cfg, self.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(sc, E, (step + 1) / steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # checkpoint metadata ----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ssal"] = {**self.meta, "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("ssal", {}).get("rng")
+        if rng:
+            set_rng_state(rng)
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+class SSALDataModule(L.LightningDataModule):
+    """Builds each rank's loaders after the strategy is set up (so every rank knows its shard)."""
+
+    def __init__(self, cfg: Config, data: Any) -> None:
+        super().__init__()
+        self.cfg, self.data = cfg, data
+        self.train_loader: Any = None
+        self.val_loader: Any = None
+
+    def setup(self, stage: str) -> None:
+        from .build import make_loader
+
+        if self.train_loader is not None:
+            return
+        t = self.trainer
+        rank, ws, dev = (t.global_rank, t.world_size, t.strategy.root_device) if t else (0, 1, "cpu")
+        self.train_loader = make_loader(
+            self.cfg, self.data, self.data.train, train=True, device=dev, rank=rank, world_size=ws
+        )
+        if self.data.val is not None:
+            self.val_loader = make_loader(
+                self.cfg, self.data, self.data.val, train=False, device=dev, rank=rank, world_size=ws
+            )
+        if len(self.train_loader) == 0:
+            raise SSALError(f"data.batch_size={self.cfg.data.batch_size} leaves no full batch on rank {rank}")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the shuffling and augmentation of the array loader for ``epoch``."""
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch)
+
+    def train_dataloader(self) -> Any:
+        return self.train_loader
+
+    def val_dataloader(self) -> Any:
+        return self.val_loader if self.val_loader is not None else []
+
+
+# --- run directory writer: metrics.csv, checkpoints, NaN guard ------------------------------------------------
+class RunWriter(L.Callback):
+    """At the end of each epoch: NaN check, one metrics.csv row, last.ckpt and (if better) best.ckpt; rank 0 writes.
+
+    The row is written before the checkpoint, so after a crash the resumed epoch simply overwrites its row:
+    metrics.csv never holds duplicated or missing epochs.
+    """
+
+    def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None) -> None:
+        self.paths, self.monitor, self.on_setup = paths, monitor, on_setup
+        self.best = -math.inf
+        self.wall = 0.0  # training seconds summed over all sessions of this run
+        self._t0 = self._tval = 0.0
+        self.rows: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wall": self.wall}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wall = float(state["best"]), float(state["wall"])
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and self.on_setup is not None:
+            self.on_setup()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch  # epochs finished before this session (0 unless resumed)
+        self.rows = [r for r in read_metrics(self.paths.metrics) if int(r["epoch"]) <= done]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = self._tval = time.perf_counter()
+        pl_module.val_result = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tval = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.raise_if_diverged()
+        now = time.perf_counter()
+        train_s = (self._tval if self._tval > self._t0 else now) - self._t0
+        self.wall += now - self._t0
+        row: dict[str, Any] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row.update(pl_module.epoch_train_losses())
+        row.update(pl_module.val_result or {})
+        row.update({"epoch_seconds": now - self._t0, "train_img_per_s": row["train_samples"] / max(train_s, 1e-9)})
+        row["wall_seconds"] = self.wall
+        improved = pl_module.val_result is not None and row.get(self.monitor, -math.inf) > self.best
+        if improved:
+            self.best = float(row[self.monitor])
+        if trainer.is_global_zero:
+            self.rows.append(row)
+            write_metrics(self.paths.metrics, self.rows)
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({f"epoch/{k}": float(v) for k, v in row.items()}, step=row["epoch"])
+        trainer.save_checkpoint(self.paths.last, weights_only=False)
+        if improved and trainer.is_global_zero:
+            copy_atomic(self.paths.last, self.paths.best)
+        log.info(_summary(row))
+
+
+def _summary(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}"]
+    for k in ("f_top1", "jp_top1"):
+        if k in row:
+            parts.append(f"{k} {row[k]:.2f}")
+    parts.append(f"{row['train_img_per_s']:.0f} img/s")
+    return " | ".join(parts)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically and read with ``weights_only=True`` (corrupt files raise ``SSALError``)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location="cpu")
+
+
+def _precision(p: str) -> str:
+    return "32-true" if p in ("32", "32-true") else p
+
+
+def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool) -> L.Trainer:
+    """The Lightning Trainer of a run: devices, nodes, strategy, precision, logging, progress bar."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    t = cfg.trainer
+    try:
+        return L.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=_precision(t.precision),  # type: ignore[arg-type]
+            max_epochs=t.epochs,
+            logger=TensorBoardLogger(save_dir=str(paths.root), name="tb", version="", default_hp_metric=False),
+            callbacks=[writer],
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=False,
+            enable_progress_bar=t.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=t.val_every,
+            limit_val_batches=None if has_val else 0,
+            log_every_n_steps=t.log_every_n_steps,
+            deterministic=t.deterministic,
+            use_distributed_sampler=False,
+            default_root_dir=str(paths.root),
+        )
+    except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+        raise SSALError(f"trainer settings: {str(e).splitlines()[0]}") from None
+
+
+def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
+    """The checkpoint to resume from (or None); refuses to overwrite a trained run without ``--resume``."""
+    if resume:
+        if paths.last.is_file():
+            return paths.last
+        log.warning("no checkpoint in %s: starting from scratch", paths.checkpoints)
+        return None
+    if paths.last.is_file():
+        raise SSALError(f"{paths.root} already holds a trained run; pass --resume to continue it or set run_dir=...")
+    return None
+
+
+def checkpoint_meta(cfg: Config, data: Any, groupings: list[Any]) -> dict[str, Any]:
+    """What every checkpoint of the run records besides the training state."""
+    from . import __version__
+
+    return {
+        "version": __version__,
+        "config": {k: v for k, v in cfg.to_dict().items() if k != "variant"},
+        "groupings": [g.to_dict() for g in groupings],
+        "class_names": list(data.class_names) if data.class_names else None,
+        "num_classes": int(data.num_classes),
+        "mean": list(data.mean) if data.mean else None,
+        "std": list(data.std) if data.std else None,
+    }
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` produced: the run directory, the model's parameter count and the final metrics row."""
+
+    run_dir: Path
+    num_params: int
+    last_row: dict[str, str] | None
+
+
+def _write_run_files(cfg: Config, paths: RunPaths, groupings: list[Any]) -> None:
+    from .config import save_config
+
+    save_config(cfg, paths.config)
+    for i, g in enumerate(groupings):
+        g.save(paths.grouping(i))
+
+
+def _saved_groupings(cfg: Config, paths: RunPaths) -> None:
+    """On resume, train with the groupings the run started with (not a re-derived one)."""
+    files = sorted(paths.groupings_dir.glob("g*.json"), key=lambda p: int(p.stem[1:]))
+    if files:
+        cfg.ssal.groupings = [str(f) for f in files]
+
+
+def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResult:
+    """Train the run described by ``cfg`` into ``cfg.run_dir`` (or, with ``dry_run``, only build the model)."""
+    from .build import build_loss, build_model, eta_values, load_data, resolve_groupings
+
+    quiet_lightning()
+    paths = RunPaths(Path(cfg.run_dir))
+    ckpt = None if dry_run else ensure_writable_run(paths, resume)
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
+    if ckpt is not None:
+        _saved_groupings(cfg, paths)
+    groupings = resolve_groupings(cfg, data, placeholder=dry_run and cfg.ssal.groupings == "confusion")
+    model = build_model(cfg, data.num_classes, groupings, data)
+    loss, eta = build_loss(cfg, model), eta_values(cfg, len(groupings))
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s with %d branch(es), %.2fM parameters", cfg.name, cfg.model.name, len(groupings), n_params / 1e6)
+    if dry_run:
+        return FitResult(paths.root, n_params, None)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    meta = checkpoint_meta(cfg, data, groupings)
+    task = SSALTask(
+        model,
+        loss,
+        eta,
+        cfg.optim,
+        cfg.schedule,
+        cfg.trainer.epochs,
+        cfg.trainer.compile,
+        meta,
+        check_every=cfg.trainer.log_every_n_steps,
+    )
+    monitor = "jp_top1" if groupings else "f_top1"
+    writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, groupings))
+    trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None)
+    trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+    rows = read_metrics(paths.metrics)
+    return FitResult(paths.root, n_params, rows[-1] if rows else None)

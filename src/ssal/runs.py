@@ -1,0 +1,212 @@
+"""Run directories and checkpoints.
+
+Layout of a run directory (``ssal train`` writes it; every other command reads it)::
+
+    RUN_DIR/
+      config.yaml             resolved config (ssal train --config RUN_DIR/config.yaml reproduces the run)
+      groupings/g1.json ...   the grouping of each branch (ssal.Grouping JSON)
+      checkpoints/last.ckpt   end of the latest finished epoch (what --resume continues from)
+      checkpoints/best.ckpt   best validation epoch (+JP top-1 with branches, else f top-1)
+      metrics.csv             one row per epoch: losses, f / JP top-1/top-5, each g_i group accuracy, lr, times
+      tb/                     TensorBoard event files
+      eval.md, eval.json      written by ssal evaluate
+      confusion.npy/.png      written by ssal confusion
+
+A checkpoint is a ``torch.save`` dict of tensors and plain Python values only (Lightning's training state plus
+an ``"ssal"`` entry holding the config, groupings, class names, RNG states and the library version); it is
+written atomically and loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .architecture import SSALModel
+from .config import Config, config_from_dict, read_yaml
+from .errors import SSALError
+from .grouping import Grouping
+from .io import atomic_write, atomic_write_text
+
+__all__ = [
+    "RunInfo",
+    "RunPaths",
+    "copy_atomic",
+    "load_checkpoint",
+    "load_run",
+    "read_metrics",
+    "save_checkpoint",
+    "write_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def groupings_dir(self) -> Path:
+        return self.root / "groupings"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    def grouping(self, i: int) -> Path:
+        """The JSON file of branch ``i`` (0-based)."""
+        return self.groupings_dir / f"g{i + 1}.json"
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (temporary file in the same folder, then rename)."""
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a missing or corrupt file raises ``SSALError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SSALError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, io.UnsupportedOperation) as e:
+        raise SSALError(f"corrupt or unreadable checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:  # the weights-only unpickler raises pickle.UnpicklingError for foreign objects
+        raise SSALError(f"checkpoint {path} cannot be loaded safely: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise SSALError(f"{path} is not an ssal checkpoint (no state_dict)")
+    return ckpt
+
+
+def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a file so that ``dst`` is always either the old or the complete new file."""
+    return atomic_write(dst, lambda p: shutil.copyfile(src, p))
+
+
+# --- metrics.csv -------------------------------------------------------------------------------------
+def read_metrics(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (empty if it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write rows (dicts, possibly with different keys) as one CSV, atomically; columns in first-seen order."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(v) for k, v in r.items()})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+# --- loading a run ------------------------------------------------------------------------------------
+@dataclass
+class RunInfo:
+    """A trained run, ready for evaluation, prediction, explanation, attacks or export."""
+
+    model: SSALModel
+    config: Config
+    groupings: list[Grouping]
+    paths: RunPaths
+    checkpoint: Path
+    epoch: int
+    class_names: list[str] | None
+    num_classes: int
+    eta: list[float] = field(default_factory=list)
+
+    @property
+    def gammas(self) -> list[torch.Tensor]:
+        """gamma_i of each branch (LongTensors)."""
+        return self.model.gammas
+
+
+def _resolve_dir(run_dir: str | os.PathLike) -> RunPaths:
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise SSALError(f"run directory not found: {root}")
+    return RunPaths(root)
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> RunInfo:
+    """Rebuild the model of a run from its checkpoint (``best``, ``last`` or a path) with its config and groupings.
+
+    The model is in eval mode, on ``map_location``, with the trained weights and the run's groupings.
+    """
+    from .build import DataBundle, build_model, eta_values
+
+    paths = _resolve_dir(run_dir)
+    ckpt_path = {"best": paths.best, "last": paths.last}.get(which, Path(which))
+    if which == "best" and not ckpt_path.is_file():
+        ckpt_path = paths.last
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    meta = ckpt.get("ssal")
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise SSALError(f"{ckpt_path} has no ssal metadata (config, groupings)")
+    cfg = config_from_dict(meta["config"])
+    groupings = [Grouping.from_dict(d, where=f"{ckpt_path} grouping") for d in meta.get("groupings", [])]
+    names = meta.get("class_names")
+    num_classes = int(meta["num_classes"])
+    stats = meta.get("mean"), meta.get("std")
+    data = DataBundle(cfg.data.name, num_classes, names, mean=stats[0], std=stats[1])
+    model = build_model(cfg, num_classes, groupings, data)
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise SSALError(f"{ckpt_path} does not match its config's model: {str(e).splitlines()[0]}") from None
+    model.to(map_location).eval()
+    etas = eta_values(cfg, len(groupings)) if groupings else []
+    return RunInfo(model, cfg, groupings, paths, ckpt_path, int(ckpt.get("epoch", 0)), names, num_classes, etas)
+
+
+def config_of_run(run_dir: str | os.PathLike) -> Config:
+    """The resolved config saved in a run directory."""
+    paths = _resolve_dir(run_dir)
+    if not paths.config.is_file():
+        raise SSALError(f"{paths.root} has no config.yaml; is it a run directory?")
+    return config_from_dict(read_yaml(paths.config))
