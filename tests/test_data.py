@@ -196,15 +196,12 @@ def test_loader_flip_is_a_flip_and_shift_keeps_content() -> None:
     x, y = _collect(DeviceLoader(data, 50, train=True, augment="shift", max_shift=p))
     assert x.dtype == torch.float32 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     offsets = set()
-    for i in range(0, 200, 13):
-        matches = [
-            (dy, dx)
-            for dy in range(-p, p + 1)
-            for dx in range(-p, p + 1)
-            if torch.equal(x[i] * 255, _reference_shift(data.images[y[i]], dy, dx, p))
-        ]
-        assert matches, "every shifted image is a reflect-padded crop of its source"
-        offsets.add(matches[0])
+    for i in range(0, 200, 7):
+        padded = F.pad(data.images[y[i]].float()[None], (p, p, p, p), mode="reflect")[0]
+        windows = padded.unfold(1, 12, 1).unfold(2, 12, 1)  # (3, 2p+1, 2p+1, 12, 12): every crop
+        match = (windows == (x[i] * 255).round()[:, None, None]).all(-1).all(-1).all(0)
+        assert match.any(), "every shifted image is a reflect-padded crop of its source"
+        offsets.add(tuple(torch.nonzero(match)[0].tolist()))
     assert len(offsets) > 3
 
 

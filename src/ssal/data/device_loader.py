@@ -1,5 +1,5 @@
 """The fast data path for small images (airbench style): the uint8 data set lives on the device, each batch is an
-index into it, and augmentation (random shift with reflect padding, horizontal flip) is one batched gather."""
+index into it, and augmentation (random shift with reflect padding, horizontal flip) is two batched copies."""
 
 from __future__ import annotations
 
@@ -25,33 +25,33 @@ def _reflect(idx: Tensor, n: int) -> Tensor:
     return torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
 
 
-def gather_augmented(
-    data_hwc: Tensor, idx: Tensor, shifts: Tensor | None = None, flips: Tensor | None = None
-) -> Tensor:
-    """Batch ``data_hwc[idx]`` (N, H, W, C), each image flipped (if ``flips``) then shifted, as (B, C, H, W).
+def gather_augmented(data: Tensor, idx: Tensor, shifts: Tensor | None = None, flips: Tensor | None = None) -> Tensor:
+    """Batch ``data[idx]`` of a contiguous (N, C, H, W) tensor, each image flipped (if ``flips``) then shifted.
 
     ``shifts`` (B, 2) holds (dy, dx): output pixel (i, j) reads source pixel (i + dy, j + dx), reflected at the
-    border, i.e. reflect padding followed by a crop. The whole batch is one advanced-indexing gather; the result
-    has channels_last strides.
+    border, i.e. reflect padding followed by a crop. Two batched copies, no per-sample loop: whole image rows are
+    picked with one ``index_select`` (batch selection + vertical shift), then one ``gather`` along the width does
+    the horizontal shift and the flip (a ``torch.where`` on the column index).
     """
     if shifts is None and flips is None:
-        return data_hwc[idx].permute(0, 3, 1, 2)
-    _, h, w, _ = data_hwc.shape
-    rows = torch.arange(h, device=data_hwc.device).expand(idx.numel(), h)  # (B, H)
-    cols = torch.arange(w, device=data_hwc.device).expand(idx.numel(), w)  # (B, W)
+        return data.index_select(0, idx)
+    n, c, h, w = data.shape
+    b = idx.numel()
+    rows = torch.arange(h, device=data.device).expand(b, h)  # (B, H) source row of each output row
+    cols = torch.arange(w, device=data.device).expand(b, w)  # (B, W) source column of each output column
     if shifts is not None:
         rows = _reflect(rows + shifts[:, :1], h)
         cols = _reflect(cols + shifts[:, 1:], w)
     if flips is not None:
-        cols = torch.where(flips[:, None], w - 1 - cols, cols)  # flip as part of the index: no second pass
-    out = data_hwc[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2)
+        cols = torch.where(flips[:, None], w - 1 - cols, cols)
+    planes = idx[:, None, None] * c + torch.arange(c, device=data.device)[None, :, None]  # (B, C, 1)
+    out = data.view(n * c * h, w).index_select(0, (planes * h + rows[:, None, :]).flatten()).view(b, c, h, w)
+    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
 def augment_batch(x: Tensor, shifts: Tensor | None = None, flips: Tensor | None = None) -> Tensor:
     """Flip and shift a (B, C, H, W) batch with per-sample ``shifts`` (B, 2) and ``flips`` (B,) (see above)."""
-    idx = torch.arange(x.shape[0], device=x.device)
-    return gather_augmented(x.permute(0, 2, 3, 1), idx, shifts, flips)
+    return gather_augmented(x.contiguous(), torch.arange(x.shape[0], device=x.device), shifts, flips)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -93,7 +93,7 @@ class DeviceLoader:
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         self.channels_last, self.dtype = bool(channels_last), dtype
         self.device = torch.device(device)
-        self._images = data.images.to(self.device).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C) uint8
+        self._images = data.images.to(self.device).contiguous()  # (N, C, H, W) uint8, stored once
         self._labels = data.labels.to(self.device)
         self._mean = None if mean is None else torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self._std = None if std is None else torch.tensor(std, device=self.device).view(1, -1, 1, 1)
@@ -176,10 +176,12 @@ class DeviceLoader:
 
     def _to_float(self, x: Tensor) -> Tensor:
         """uint8 (B, C, H, W) -> ``dtype`` in [0, 1], normalised if mean/std were given, in the chosen layout."""
-        x = x.to(self.dtype).div_(255.0)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        # one fused convert + relayout copy (much cheaper than converting, then calling .contiguous())
+        x = torch.empty(x.shape, dtype=self.dtype, device=x.device, memory_format=layout).copy_(x).div_(255.0)
         if self._mean is not None:
             x = x.sub_(self._mean).div_(self._std)
-        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return x
 
 
 def _check_options(data, batch_size, augment, max_shift, rank, world_size, mean, std) -> None:
