@@ -56,7 +56,7 @@ def load_arrays(
 
         download_cifar100(root)
     if not root.is_dir():
-        raise SSALError(f"{name}: data folder {root} does not exist")
+        raise SSALError(f"{name}: data folder {root} " + ("is not a folder" if root.exists() else "does not exist"))
     if name == "cifar100_mini":
         return _load_cifar_npz(root / f"mini_{split}.npz", root / "meta.json", "cifar100_mini")
     if name == "cifar100":
