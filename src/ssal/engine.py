@@ -246,7 +246,7 @@ class SSALTask(L.LightningModule):
 
     # checkpoint metadata ----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ssal"] = {**self.meta, "rng": rng_state()}
+        checkpoint["ssal"] = {**self.meta, "rng": rng_state(), "epochs_done": self.current_epoch + 1}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("ssal", {}).get("rng")

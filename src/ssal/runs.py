@@ -201,7 +201,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
         raise SSALError(f"{ckpt_path} does not match its config's model: {str(e).splitlines()[0]}") from None
     model.to(map_location).eval()
     etas = eta_values(cfg, len(groupings)) if groupings else []
-    return RunInfo(model, cfg, groupings, paths, ckpt_path, int(ckpt.get("epoch", 0)), names, num_classes, etas)
+    return RunInfo(model, cfg, groupings, paths, ckpt_path, int(meta.get("epochs_done", 0)), names, num_classes, etas)
 
 
 def config_of_run(run_dir: str | os.PathLike) -> Config:

@@ -13,7 +13,7 @@ from ..errors import SSALError
 __all__ = ["main"]
 
 #: Sub-command modules of ``ssal.cli``, in the order ``ssal --help`` lists them.
-COMMANDS: tuple[str, ...] = ("group", "train")
+COMMANDS: tuple[str, ...] = ("group", "train", "evaluate", "confusion")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,45 @@
+"""``ssal confusion RUN_DIR``: the main classifier's confusion matrix on a held-out split (.npy + heatmap)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``confusion`` sub-command."""
+    p = sub.add_parser(
+        "confusion",
+        help="confusion matrix of a run on the held-out validation split (feeds ssal group)",
+        description="Save the confusion matrix of f (rows: true class, columns: predicted) as .npy, a heatmap "
+        ".png and the class names as _classes.txt. Then: ssal group --confusion FILE.npy --k K --out G.json",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    p.add_argument("--split", default="val", choices=("val", "test", "train"), help="default: val (held out)")
+    p.add_argument("--out", type=Path, default=None, help="output .npy (default RUN_DIR/confusion.npy)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute and save the confusion matrix."""
+    import torch
+
+    from ..evaluation import run_confusion, save_confusion
+    from ..runs import load_run
+
+    info = load_run(args.run_dir, args.checkpoint)
+    conf = run_confusion(info, args.split, torch.device(args.device) if args.device else None)
+    out = args.out or args.run_dir / ("confusion.npy" if args.split == "val" else f"confusion_{args.split}.npy")
+    paths = save_confusion(conf, out, info.class_names)
+    acc = 100.0 * conf.trace() / max(conf.sum(), 1)
+    sys.stdout.write(f"{out}: {conf.shape[0]} classes, {int(conf.sum())} images, accuracy of f {acc:.2f}%\n")
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return 0

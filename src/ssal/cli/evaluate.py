@@ -1,0 +1,43 @@
+"""``ssal evaluate RUN_DIR``: +TR / +JP / +LC top-1/top-5, group accuracy per branch and parameter count."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` sub-command."""
+    p = sub.add_parser(
+        "evaluate",
+        help="test accuracy of a run: +TR, +JP, +LC, group accuracy, parameters",
+        description="Evaluate a run on its test split. +LC is fitted on the held-out validation split with the "
+        "model frozen. Prints a Markdown table and writes RUN_DIR/eval.md and eval.json.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="split to report on (default test)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the run, evaluate it, print and save the table."""
+    import torch
+
+    from ..evaluation import evaluate_run, format_report, save_report
+    from ..runs import load_run
+
+    info = load_run(args.run_dir, args.checkpoint)
+    rep = evaluate_run(info, split=args.split, device=torch.device(args.device) if args.device else None)
+    stem = "eval" if args.split == "test" else f"eval_{args.split}"
+    md, _ = save_report(rep, args.run_dir, stem)
+    sys.stdout.write(format_report(rep))
+    log.info("wrote %s", md)
+    return 0

@@ -1,0 +1,237 @@
+"""Evaluation of a trained run: +TR / +JP / +LC top-1/top-5 (paper Sec. 3.4), group accuracy per branch,
+parameter counts, and the confusion matrix of the main classifier on a held-out split (input of Sec. 3.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .architecture import SSALModel, SSALOutput
+from .build import DataBundle, load_data, make_loader
+from .io import atomic_write, atomic_write_json, atomic_write_text
+from .prediction import LinearCombination, SSALMetrics, fit_linear_combination
+from .runs import RunInfo
+
+__all__ = [
+    "EvalReport",
+    "collect_outputs",
+    "confusion_matrix",
+    "evaluate_run",
+    "format_report",
+    "load_report",
+    "param_counts",
+    "run_confusion",
+    "save_confusion",
+    "save_report",
+]
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> torch.device:
+    """CUDA if present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision in ("bf16-mixed", "bf16-true"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def collect_outputs(
+    model: SSALModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "32", progress: str = ""
+) -> tuple[SSALOutput, torch.Tensor]:
+    """Run ``model`` over every batch; returns the concatenated float32 outputs (on CPU) and targets."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    p = next(model.parameters())
+    mains, auxs, ys = [], [], []
+    for x, y in tqdm(batches, desc=progress or "evaluating", leave=False, disable=not progress):
+        with _autocast(p.device, precision):
+            out = model(x.to(p.device, non_blocking=True))
+        mains.append(out.main.float().cpu())
+        auxs.append([a.float().cpu() for a in out.aux])
+        ys.append(y.cpu())
+    aux = tuple(torch.cat([a[i] for a in auxs]) for i in range(len(model.branches)))
+    return SSALOutput(torch.cat(mains), aux), torch.cat(ys)
+
+
+def param_counts(model: SSALModel) -> dict[str, int]:
+    """Parameters of the whole SSAL model, of the backbone f alone, and of the branches."""
+    total = sum(p.numel() for p in model.parameters())
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    return {"total": total, "backbone": backbone, "branches": total - backbone}
+
+
+@dataclass
+class EvalReport:
+    """Test-set accuracies (percent) of a run and its parameter counts."""
+
+    run_dir: str
+    checkpoint: str
+    epoch: int
+    split: str
+    num_samples: int
+    tr_top1: float
+    tr_top5: float
+    jp_top1: float | None = None
+    jp_top5: float | None = None
+    lc_top1: float | None = None
+    lc_top5: float | None = None
+    group_acc: dict[str, float] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+    eta: list[float] = field(default_factory=list)
+    lc_fitted_on: str | None = None
+
+
+def _fit_lc(info: RunInfo, out: SSALOutput, y: torch.Tensor) -> LinearCombination:
+    counts = [g.k for g in info.groupings]
+    return fit_linear_combination(LinearCombination.features(out), y, info.num_classes, counts)
+
+
+def evaluate_run(
+    info: RunInfo, data: DataBundle | None = None, split: str = "test", device: torch.device | None = None
+) -> EvalReport:
+    """Evaluate a run on ``split`` (+TR, +JP, +LC fitted on the held-out validation split with the model frozen)."""
+    cfg = info.config
+    device = device or default_device()
+    info.model.to(device).eval()
+    data = data or load_data(cfg.data, ("train", "val", "test") if info.groupings else ("test",))
+    prec = cfg.trainer.precision
+    lc, lc_on = None, None
+    if info.groupings and data.val is not None and data.val is not data.test:
+        val_out, val_y = collect_outputs(
+            info.model, make_loader(cfg, data, data.val, train=False, device=device), prec, "validation outputs for +LC"
+        )
+        lc, lc_on = _fit_lc(info, val_out, val_y), "val"
+    elif info.groupings:
+        log.warning("no held-out validation split (data.val_fraction=0): +LC is not reported")
+    out, y = collect_outputs(
+        info.model, make_loader(cfg, data, getattr(data, split), train=False, device=device), prec, f"{split} set"
+    )
+    m = SSALMetrics([g.to("cpu") for g in info.gammas], info.eta or 1.0, lc)
+    m.update(out, y)
+    r = m.compute()
+    rep = EvalReport(
+        str(info.paths.root),
+        str(info.checkpoint),
+        info.epoch,
+        split,
+        m.num_samples,
+        r["f_top1"],
+        r["f_top5"],
+        r.get("jp_top1"),
+        r.get("jp_top5"),
+        r.get("lc_top1"),
+        r.get("lc_top5"),
+        {n: r[f"g{i + 1}_acc"] for i, n in enumerate(info.model.branch_names) if f"g{i + 1}_acc" in r},
+        param_counts(info.model),
+        list(info.eta),
+        lc_on,
+    )
+    return rep
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def format_report(rep: EvalReport, title: str | None = None) -> str:
+    """The report as a Markdown table (what ``ssal evaluate`` prints and writes to eval.md)."""
+    lines = [f"## {title or Path(rep.run_dir).name}", ""]
+    lines += [f"Checkpoint `{rep.checkpoint}` (epoch {rep.epoch}), {rep.split} split, {rep.num_samples} images."]
+    lines += ["", "| prediction | top-1 (%) | top-5 (%) |", "|---|---|---|"]
+    lines.append(f"| +TR (main classifier f) | {_pct(rep.tr_top1)} | {_pct(rep.tr_top5)} |")
+    if rep.jp_top1 is not None:
+        eta = ", ".join(f"{e:g}" for e in rep.eta)
+        lines.append(f"| +JP (joint probability, eta {eta}) | {_pct(rep.jp_top1)} | {_pct(rep.jp_top5)} |")
+        lines.append(
+            f"| +LC (linear combination, fit on {rep.lc_fitted_on or '—'}) | "
+            f"{_pct(rep.lc_top1)} | {_pct(rep.lc_top5)} |"
+        )
+    if rep.group_acc:
+        lines += ["", "| branch | group accuracy (%) |", "|---|---|"]
+        lines += [f"| {n} | {v:.2f} |" for n, v in rep.group_acc.items()]
+    p = rep.params
+    lines += ["", f"Parameters: {p['total']:,} total ({p['backbone']:,} backbone f + {p['branches']:,} branches)."]
+    return "\n".join(lines) + "\n"
+
+
+def save_report(rep: EvalReport, out_dir: str | Path, stem: str = "eval") -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    md = atomic_write_text(out_dir / f"{stem}.md", format_report(rep))
+    js = atomic_write_json(out_dir / f"{stem}.json", asdict(rep))
+    return md, js
+
+
+def load_report(path: str | Path) -> EvalReport:
+    """Read an eval.json back."""
+    return EvalReport(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# --- confusion ---------------------------------------------------------------------------------------------
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
+    """C x C counts: row = true class, column = predicted class."""
+    idx = target.long() * num_classes + pred.long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).numpy()
+
+
+def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None = None) -> np.ndarray:
+    """The confusion matrix of the main classifier f on a split (default: the held-out validation split)."""
+    cfg = info.config
+    device = device or default_device()
+    info.model.to(device).eval()
+    data = load_data(cfg.data, (split,) if split != "val" else ("train", "val"))
+    arrays = getattr(data, split)
+    if arrays is None:
+        from .errors import SSALError
+
+        raise SSALError(f"the run's data config has no {split!r} split (data.val_fraction={cfg.data.val_fraction})")
+    out, y = collect_outputs(
+        info.model, make_loader(cfg, data, arrays, train=False, device=device), cfg.trainer.precision, f"{split} set"
+    )
+    return confusion_matrix(out.main.argmax(1), y, info.num_classes)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+        np.save(f, arr, allow_pickle=False)
+
+
+def save_confusion(conf: np.ndarray, out_npy: str | Path, class_names: list[str] | None = None) -> list[Path]:
+    """Save the matrix as .npy (no pickle), a heatmap .png next to it, and the class names as .txt."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_npy = Path(out_npy)
+    paths = [atomic_write(out_npy, lambda p: _save_npy(p, conf))]
+    fig, ax = plt.subplots(figsize=(8, 7))
+    rates = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    im = ax.imshow(rates, cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion of f ({conf.shape[0]} classes, {int(conf.sum())} images), row-normalised")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    png = out_npy.with_suffix(".png")
+    paths.append(atomic_write(png, lambda p: fig.savefig(p, dpi=100, bbox_inches="tight", format="png")))
+    plt.close(fig)
+    if class_names:
+        paths.append(atomic_write_text(out_npy.with_name(out_npy.stem + "_classes.txt"), "\n".join(class_names) + "\n"))
+    return paths
