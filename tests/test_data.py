@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ssal.data import (
     DATASETS,
@@ -240,14 +242,33 @@ def test_loader_rejects_bad_options(kwargs: dict, match: str) -> None:
 # --------------------------------------------------------------------------------------------- official CIFAR-100
 
 
-def _write_official(folder: Path, n: int = 12, protocol: int = 2) -> np.ndarray:
+class _Py2Array:
+    """Pickles an array as Python 2 + NumPy 1 did (the real files): numpy.core names, raw data as a latin1 str."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def __reduce__(self):
+        fn, (cls, shape, code), state = self.a.__reduce__()
+        return fn, (cls, shape, code.decode("latin1")), (*state[:4], state[4].decode("latin1"))
+
+
+def _dumps(obj: object, protocol: int) -> bytes:
+    if protocol != "py2":
+        return pickle.dumps(obj, protocol=protocol)
+    if isinstance(obj, dict) and isinstance(obj.get("data"), np.ndarray):
+        obj = {**obj, "data": _Py2Array(obj["data"])}
+    return pickle.dumps(obj, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def _write_official(folder: Path, n: int = 12, protocol: int | str = 2) -> np.ndarray:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
     fine = [i % 100 for i in range(n)]
     coarse = [(i % 100) // 5 for i in range(n)]
     meta = {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}
-    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=protocol))
+    (folder / "meta").write_bytes(_dumps(meta, protocol))
     for split in ("train", "test"):
         batch = {
             "filenames": [f"{i}.png" for i in range(n)],
@@ -256,12 +277,12 @@ def _write_official(folder: Path, n: int = 12, protocol: int = 2) -> np.ndarray:
             "coarse_labels": coarse,
             "data": data,
         }
-        (folder / split).write_bytes(pickle.dumps(batch, protocol=protocol))
+        (folder / split).write_bytes(_dumps(batch, protocol))
     return data
 
 
-@pytest.mark.parametrize("protocol", [2, 5])
-def test_official_cifar100_pickles(tmp_path: Path, protocol: int) -> None:
+@pytest.mark.parametrize("protocol", ["py2", 2, 5])
+def test_official_cifar100_pickles(tmp_path: Path, protocol: int | str) -> None:
     raw = _write_official(tmp_path / "cifar-100-python", protocol=protocol)
     for root in (tmp_path, tmp_path / "cifar-100-python"):
         data = load_arrays("cifar100", root, "train")
@@ -427,3 +448,33 @@ def test_image_arrays_validation_and_subset() -> None:
     sub = data.subset([3, 1])
     assert len(sub) == 2 and sub.labels.tolist() == [1, 1] and sub.coarse_labels.tolist() == [8, 6]
     assert torch.equal(sub.images[0], data.images[3]) and sub.num_classes == 2 and sub.name == "x"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    world_size=st.integers(1, 5),
+    batch=st.integers(1, 9),
+    train=st.booleans(),
+    drop_last=st.booleans(),
+)
+def test_sharding_properties(n: int, world_size: int, batch: int, train: bool, drop_last: bool) -> None:
+    data = _ids(n, size=2)
+    loaders = [
+        DeviceLoader(data, batch, train=train, rank=r, world_size=world_size, drop_last=drop_last, augment="none")
+        for r in range(world_size)
+    ]
+    assert len({len(ld) for ld in loaders}) == 1  # every rank runs the same number of steps
+    seen = []
+    for ld in loaders:
+        ys = [y for _, y in ld]
+        assert len(ys) == len(ld) and sum(y.numel() for y in ys) == ld.num_samples
+        if drop_last:
+            assert all(y.numel() == batch for y in ys)
+        seen.append(torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long))
+    ids = torch.cat(seen)
+    assert ids.unique().numel() == ids.numel()  # disjoint shards
+    if not train and not drop_last:
+        assert ids.numel() == n  # evaluation sees every sample exactly once
+    elif not drop_last:
+        assert ids.numel() == n - n % world_size

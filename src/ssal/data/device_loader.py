@@ -193,7 +193,7 @@ def _check_options(data, batch_size, augment, max_shift, rank, world_size, mean,
     if augment not in AUGMENTATIONS:
         raise SSALError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
     _, h, w = data.image_size
-    if not 0 <= int(max_shift) < min(h, w):
+    if augment != "none" and not 0 <= int(max_shift) < min(h, w):
         raise SSALError(f"max_shift must be in [0, {min(h, w) - 1}] for {h}x{w} images, got {max_shift}")
     if not 0 <= int(rank) < int(world_size):
         raise SSALError(f"rank must be in [0, world_size={world_size}), got {rank}")
