@@ -5,7 +5,7 @@ Importing this package registers every model; ``list_models()`` lists them.
 
 from __future__ import annotations
 
-from . import baselines, densenet, joint, resnet, small, wide_resnet  # noqa: F401  (register the models)
+from . import baselines, densenet, fast, joint, resnet, small, wide_resnet  # noqa: F401  (register the models)
 from .registry import (
     ModelEntry,
     create_model,
