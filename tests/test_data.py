@@ -216,6 +216,9 @@ def test_loader_options_normalise_layout_drop_last() -> None:
     back = x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
     assert torch.allclose(back, data.images[:8].float() / 255, atol=1e-6)
     assert next(iter(DeviceLoader(data, 8, train=False)))[0].is_contiguous()
+    for aug in ("cifar", "none"):  # the layout changes strides only, never values
+        a, b = (_collect(DeviceLoader(data, 8, train=True, augment=aug, channels_last=cl))[0] for cl in (False, True))
+        assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last) and a.is_contiguous()
     train = DeviceLoader(data, 8, train=True)
     assert len(train) == 3 and train.num_samples == 24 and all(len(b[1]) == 8 for b in train)
     assert len(DeviceLoader(data, 8, train=True, drop_last=False)) == 4
