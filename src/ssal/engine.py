@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -394,7 +395,7 @@ def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool
             callbacks=[writer],
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,
-            enable_progress_bar=t.progress_bar,
+            enable_progress_bar=t.progress_bar and sys.stderr.isatty(),  # no bar spam in log files
             enable_model_summary=False,
             num_sanity_val_steps=0,
             check_val_every_n_epoch=t.val_every,

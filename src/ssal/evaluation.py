@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +61,9 @@ def collect_outputs(
     model.eval()
     p = next(model.parameters())
     mains, auxs, ys = [], [], []
-    for x, y in tqdm(batches, desc=progress or "evaluating", leave=False, disable=not progress):
+    for x, y in tqdm(
+        batches, desc=progress or "evaluating", leave=False, disable=not progress or not sys.stderr.isatty()
+    ):
         with _autocast(p.device, precision):
             out = model(x.to(p.device, non_blocking=True))
         mains.append(out.main.float().cpu())

@@ -13,7 +13,7 @@ from ..errors import SSALError
 __all__ = ["main"]
 
 #: Sub-command modules of ``ssal.cli``, in the order ``ssal --help`` lists them.
-COMMANDS: tuple[str, ...] = ("group", "train", "evaluate", "confusion")
+COMMANDS: tuple[str, ...] = ("group", "train", "evaluate", "confusion", "pipeline", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,52 @@
+"""``ssal pipeline --config FILE``: baseline -> confusion -> groupings -> SSAL model(s) -> report.md."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .train import add_config_arguments
+
+log = logging.getLogger(__name__)
+
+__all__ = ["register", "run", "run_and_print"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``pipeline`` sub-command."""
+    p = sub.add_parser(
+        "pipeline",
+        help="the whole method: baseline, confusion, groupings, SSAL model, evaluation, report",
+        description="Train a baseline (the config without branches), compute its confusion matrix on the held-out "
+        "split, group the classes (ssal.branches k and ssal.criterion), train the SSAL model (every variant, or "
+        "--variant NAME), evaluate all, and write OUT/report.md. Re-running resumes and skips finished runs.",
+    )
+    add_config_arguments(p)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the config's run_dir)")
+    p.set_defaults(func=run)
+
+
+def run_and_print(raw: dict, overrides: dict, out: Path | None) -> int:
+    """Run the pipeline and print where the report is (shared with ``ssal demo``)."""
+    from ..pipeline import report_table, run_pipeline
+
+    runs = run_pipeline(raw, overrides, out)
+    root = Path(runs[0].config.run_dir).parent
+    sys.stdout.write(report_table(runs) + "\n\n")
+    sys.stdout.write(f"report: {root / 'report.md'}\n")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config and run the pipeline."""
+    from ..config import parse_overrides, read_yaml
+    from ..errors import SSALError
+
+    if args.config is None:
+        raise SSALError("give --config FILE (e.g. configs/demo.yaml)")
+    raw = read_yaml(args.config)
+    if args.variant is not None:
+        raw = {**raw, "pipeline": {**(raw.get("pipeline") or {}), "variants": [args.variant]}}
+    return run_and_print(raw, parse_overrides(args.overrides), args.out)

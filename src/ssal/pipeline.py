@@ -1,0 +1,193 @@
+"""The whole method in one call (paper Sec. 3): baseline -> confusion on the held-out split -> groupings ->
+SSAL model(s) -> evaluation of both -> ``report.md`` with a table and a plot of validation accuracy per epoch.
+
+Layout of a pipeline directory::
+
+    OUT/baseline/            run directory of the baseline (no branches), with confusion.npy/.png
+    OUT/<variant or ssal>/   run directory of each SSAL model (groupings from the baseline's confusion)
+    OUT/report.md            table of +TR / +JP / +LC, parameters, wall time; the plot below
+    OUT/val_accuracy.png     validation top-1 per epoch: baseline f vs SSAL f and +JP
+    OUT/metrics.csv          every run's metrics.csv, one row per (run, epoch)
+
+Re-running the same command skips finished runs and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config, resolve_raw, variant_names
+from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
+from .io import atomic_write, atomic_write_text
+from .runs import RunPaths, load_run, read_metrics, write_metrics
+
+__all__ = ["PipelineRun", "run_pipeline", "train_or_resume"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineRun:
+    """One trained and evaluated run of a pipeline."""
+
+    label: str
+    config: Config
+    report: EvalReport
+
+
+def train_or_resume(cfg: Config) -> None:
+    """Train ``cfg``; resume it if unfinished, skip it if all its epochs are done."""
+    from .engine import fit
+
+    paths = RunPaths(Path(cfg.run_dir))
+    rows = read_metrics(paths.metrics)
+    if paths.last.is_file() and rows and int(rows[-1]["epoch"]) >= cfg.trainer.epochs:
+        log.info("%s: already trained (%s epochs), skipping", paths.root, rows[-1]["epoch"])
+        return
+    fit(cfg, resume=paths.last.is_file())
+
+
+def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], out: Path) -> Config:
+    base = resolve_raw(raw, None, overrides)
+    epochs = base.pipeline.baseline_epochs or base.trainer.epochs
+    extra = {"ssal.branches": [], "name": f"{base.name}_baseline", "run_dir": str(out / "baseline")}
+    if epochs != base.trainer.epochs:
+        extra["trainer.epochs"] = epochs
+        if base.schedule.name == "triangular":  # keep the peak at the same fraction of training
+            extra["schedule.peak_epoch"] = base.schedule.peak_epoch * epochs / base.trainer.epochs
+    return resolve_raw(raw, None, {**overrides, **extra})
+
+
+def _ssal_configs(raw: dict[str, Any], overrides: dict[str, Any], out: Path, confusion: Path) -> list[Config]:
+    base = resolve_raw(raw, None, overrides)
+    names: list[str | None] = list(base.pipeline.variants or variant_names(raw)) or [None]
+    cfgs = []
+    for v in names:
+        extra = {"ssal.confusion": str(confusion), "run_dir": str(out / (v or "ssal"))}
+        cfg = resolve_raw(raw, v, {**overrides, **extra})
+        if cfg.has_branches:
+            cfgs.append(cfg)
+        else:
+            log.warning("variant %s has no branches; the pipeline trains SSAL runs only, skipping it", v)
+    return cfgs
+
+
+def run_pipeline(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, out: str | Path | None = None
+) -> list[PipelineRun]:
+    """Run the pipeline of a raw config (``read_yaml`` output) into ``out`` (default: the config's run_dir)."""
+    overrides = dict(overrides or {})
+    out = Path(out) if out is not None else Path(resolve_raw(raw, None, overrides).run_dir)
+    bcfg = _baseline_config(raw, overrides, out)
+    log.info("[1/4] training the baseline into %s", bcfg.run_dir)
+    train_or_resume(bcfg)
+    binfo = load_run(bcfg.run_dir)
+    conf_path = Path(bcfg.run_dir) / "confusion.npy"
+    log.info("[2/4] confusion matrix of the baseline on the held-out split -> %s", conf_path)
+    save_confusion(run_confusion(binfo, "val"), conf_path, binfo.class_names)
+    runs = [PipelineRun("baseline", bcfg, _evaluate(binfo))]
+    for cfg in _ssal_configs(raw, overrides, out, conf_path):
+        log.info(
+            "[3/4] training SSAL run %s (groupings: %s, criterion %s)",
+            cfg.run_dir,
+            cfg.ssal.groupings,
+            cfg.ssal.criterion,
+        )
+        train_or_resume(cfg)
+        runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, _evaluate(load_run(cfg.run_dir))))
+    log.info("[4/4] writing the report to %s", out / "report.md")
+    write_report(runs, out)
+    return runs
+
+
+def _evaluate(info: Any) -> EvalReport:
+    rep = evaluate_run(info)
+    save_report(rep, info.paths.root)
+    return rep
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+def _f(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def _groups(r: PipelineRun) -> str:
+    info = r.config
+    if not r.report.group_acc:
+        return "—"
+    from .build import branch_configs
+
+    ks = "/".join(str(b.get("k", "?")) for b in branch_configs(info))
+    return f"{ks} {info.ssal.criterion}" if info.ssal.groupings == "confusion" else f"{ks} {info.ssal.groupings}"
+
+
+def _wall(r: PipelineRun) -> str:
+    rows = read_metrics(Path(r.config.run_dir) / "metrics.csv")
+    return f"{float(rows[-1]['wall_seconds']):.0f}" if rows else "—"
+
+
+def report_table(runs: list[PipelineRun]) -> str:
+    """Markdown table: one row per run with test +TR/+JP/+LC, groups, parameters and training time."""
+    head = "| run | groups | +TR top-1 | +TR top-5 | +JP top-1 | +JP top-5 | +LC top-1 | parameters | train s |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        p = r.report
+        lines.append(
+            f"| {r.label} | {_groups(r)} | {_f(p.tr_top1)} | {_f(p.tr_top5)} | {_f(p.jp_top1)} | {_f(p.jp_top5)} | "
+            f"{_f(p.lc_top1)} | {p.params['total']:,} | {_wall(r)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_val_accuracy(runs: list[PipelineRun], path: Path) -> Path:
+    """Validation top-1 per epoch: f of every run and +JP of the SSAL runs (paper Fig. 5 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        rows = [x for x in read_metrics(Path(r.config.run_dir) / "metrics.csv") if x.get("f_top1")]
+        ep = [int(x["epoch"]) for x in rows]
+        ax.plot(ep, [float(x["f_top1"]) for x in rows], marker="o", label=f"{r.label} f (+TR)")
+        if rows and rows[0].get("jp_top1"):
+            ax.plot(ep, [float(x["jp_top1"]) for x in rows], marker="s", ls="--", label=f"{r.label} +JP")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("validation accuracy per epoch: baseline vs SSAL")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_report(runs: list[PipelineRun], out: Path) -> Path:
+    """Write report.md, val_accuracy.png and the combined metrics.csv into ``out``."""
+    plot_val_accuracy(runs, out / "val_accuracy.png")
+    rows = []
+    for r in runs:
+        rows += [{"run": r.label, **x} for x in read_metrics(Path(r.config.run_dir) / "metrics.csv")]
+    write_metrics(out / "metrics.csv", rows)
+    base = runs[0].config
+    lines = [
+        f"# SSAL pipeline: {base.name}",
+        "",
+        f"Data `{base.data.name}`, model `{base.model.name}`, {base.trainer.epochs} epochs (baseline), "
+        f"test split; +LC is fitted on the held-out validation split ({base.data.val_fraction:g} of train). "
+        "Accuracies in %.",
+        "",
+        report_table(runs),
+        "",
+        "![validation accuracy per epoch](val_accuracy.png)",
+        "",
+        "Per-run details (group accuracy of each branch, parameter split):",
+        "",
+    ]
+    for r in runs:
+        lines.append(format_report(r.report, title=r.label).replace("## ", "### ", 1))
+    return atomic_write_text(out / "report.md", "\n".join(lines))
