@@ -13,7 +13,18 @@ from ..errors import SSALError
 __all__ = ["main"]
 
 #: Sub-command modules of ``ssal.cli``, in the order ``ssal --help`` lists them.
-COMMANDS: tuple[str, ...] = ("group", "train", "evaluate", "confusion", "pipeline", "demo", "bench")
+COMMANDS: tuple[str, ...] = (
+    "group",
+    "train",
+    "evaluate",
+    "confusion",
+    "pipeline",
+    "demo",
+    "bench",
+    "predict",
+    "attack",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

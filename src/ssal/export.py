@@ -1,0 +1,149 @@
+"""Export a trained SSAL run as a self-contained TorchScript or ONNX model.
+
+The exported model takes an image batch (B, 3, H, W) with pixels in [0, 1] (normalisation is inside) and
+returns a tuple: the class probabilities (+JP, paper Sec. 3.4, or the main classifier's softmax in ``tr`` mode),
+then each branch's group probabilities softmax(g_i), (B, k_i). A JSON file next to it (``FILE.json``) records
+the output names, class names, groupings, input size and mode.
+
+ONNX uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the dynamo exporter of
+recent torch needs the ``onnxscript`` package, which is not a dependency of ssal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .architecture import SSALModel
+from .errors import SSALError
+from .io import atomic_write, atomic_write_json
+from .prediction import joint_probability, main_probability
+from .runs import RunInfo
+
+__all__ = ["EXPORT_FORMATS", "EXPORT_MODES", "ExportWrapper", "export_run", "run_exported", "ssal_outputs"]
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_MODES = ("jp", "tr")
+ONNX_OPSET = 17
+
+
+class ExportWrapper(nn.Module):
+    """SSAL model -> (class probabilities, softmax(g_1), ..., softmax(g_n)); a pure function of the pixels."""
+
+    def __init__(self, model: SSALModel, mode: str = "jp", eta: Sequence[float] = ()) -> None:
+        super().__init__()
+        if mode not in EXPORT_MODES:
+            raise SSALError(f"--mode must be one of {', '.join(EXPORT_MODES)}, got {mode!r}")
+        self.model, self.mode = model, mode
+        self.eta = [float(e) for e in eta] if eta else [1.0] * len(model.branches)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x, with_branches=True)
+        probs = joint_probability(out, self.model.gammas, self.eta) if self.mode == "jp" and out.aux else None
+        if probs is None:
+            probs = main_probability(out)
+        return (probs, *(a.float().softmax(-1) for a in out.aux))
+
+
+@torch.no_grad()
+def ssal_outputs(info: RunInfo, x: torch.Tensor, mode: str = "jp") -> tuple[torch.Tensor, ...]:
+    """The reference outputs (what the exported model must reproduce), computed by ssal itself."""
+    out = info.model.eval()(x, with_branches=True)
+    main = joint_probability(out, info.gammas, info.eta) if mode == "jp" and out.aux else main_probability(out)
+    return (main, *(a.float().softmax(-1) for a in out.aux))
+
+
+def output_names(info: RunInfo) -> list[str]:
+    """Names of the exported outputs: ``probs`` then the branch names (g1, g2, ...)."""
+    return ["probs", *info.model.branch_names]
+
+
+def _metadata(info: RunInfo, fmt: str, mode: str) -> dict[str, Any]:
+    names = info.class_names or [str(c) for c in range(info.num_classes)]
+    return {
+        "format": fmt,
+        "mode": mode,
+        "input": {"name": "image", "shape": ["batch", *info.model.input_size], "range": [0.0, 1.0]},
+        "outputs": output_names(info),
+        "class_names": list(names),
+        "groupings": {n: list(g.assignment) for n, g in zip(info.model.branch_names, info.groupings, strict=True)},
+        "eta": list(info.eta),
+        "run_dir": str(info.paths.root),
+        "checkpoint": str(info.checkpoint),
+    }
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """torch 2.14 marks torch.jit and the TorchScript ONNX exporter deprecated; both still work (see module doc)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(torch\.jit|TorchScript-based ONNX|will be removed).*")
+        yield
+
+
+def _export_onnx(wrapper: nn.Module, x: torch.Tensor, path: Path, outputs: list[str]) -> None:
+    dyn = {n: {0: "batch"} for n in ["image", *outputs]}
+    torch.onnx.export(
+        wrapper,
+        (x,),
+        str(path),
+        input_names=["image"],
+        output_names=outputs,
+        dynamic_axes=dyn,
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+
+
+def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: str = "jp") -> Path:
+    """Write the run's model to ``out`` as ONNX or TorchScript (traced), plus ``out + '.json'`` metadata."""
+    if fmt not in EXPORT_FORMATS:
+        raise SSALError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    model = info.model.cpu().eval()
+    wrapper = ExportWrapper(model, mode, info.eta).eval()
+    x = torch.rand(2, *model.input_size)
+    if fmt == "torchscript":
+        with torch.no_grad(), _quiet_deprecations():
+            traced = torch.jit.trace(wrapper, (x,), check_trace=False)
+        atomic_write(out, lambda p: traced.save(str(p)))
+    else:
+        with _quiet_deprecations():
+            atomic_write(out, lambda p: _export_onnx(wrapper, x, p, output_names(info)))
+    atomic_write_json(out.with_name(out.name + ".json"), _metadata(info, fmt, mode))
+    return out
+
+
+def run_exported(path: str | os.PathLike, x: torch.Tensor, fmt: str | None = None) -> tuple[torch.Tensor, ...]:
+    """Run an exported file on ``x`` (TorchScript with torch.jit, ONNX with onnxruntime); returns CPU tensors."""
+    path = Path(path)
+    fmt = fmt or ("onnx" if path.suffix.lower() == ".onnx" else "torchscript")
+    if fmt == "torchscript":
+        with _quiet_deprecations():
+            m = torch.jit.load(str(path), map_location="cpu")
+        with torch.no_grad():
+            return tuple(t.cpu() for t in m(x.cpu()))
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SSALError("running an ONNX model needs onnxruntime (pip install onnxruntime)") from None
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    res = sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})
+    return tuple(torch.from_numpy(r) for r in res)
+
+
+def max_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    """Largest absolute difference between two output tuples (raises if their structure differs)."""
+    if len(a) != len(b):
+        raise SSALError(f"exported model returns {len(b)} outputs, expected {len(a)}")
+    return max(float((u.float() - v.float()).abs().max()) for u, v in zip(a, b, strict=True))
