@@ -126,6 +126,22 @@ def _branches_text(ssal: str | tuple | None) -> str:
 
 
 CHOICES = """\
+## Paper names of the baselines
+
+| paper | registered name |
+|---|---|
+| Resnet18 (Table 2), SSAL x1 / x3 | `resnet18_tiny`, `ssal=list(auxnets.TINY_SSAL_X1)` / `ssal="paper"` |
+| WideResnet18 | `wide_resnet18_tiny` |
+| DeepResnet18 | `deep_resnet18_tiny` |
+| DWRResnet18 (DWResnet18 in Table 2) | `dwr_resnet18_tiny` |
+| GapCatNoSSAL (Table 2 / Table 4 "GC") | `gapcat_nossal_resnet18_tiny` / `gapcat_nossal_resnet50_imagenet` |
+| CatFCNoSSAL | `catfc_nossal_resnet18_tiny` |
+| LinearComb (+LC) | an SSAL model plus `ssal.prediction.LinearCombination` (fitted after training) |
+| Supp. E.1 joint-output network | `wrn28_10_joint` |
+
+The *NoSSAL models and `wrn28_10_joint` return one logits tensor (train them with plain cross-entropy); their
+backbone positions stay available as `ssal_positions` under `net.backbone.`.
+
 ## Choices where the paper under-specifies an architecture
 
 - **Positions.** `g1, g2, ...` are the `ssal_positions` aliases of each backbone (paper Fig. 4). ResNets:
@@ -149,6 +165,7 @@ CHOICES = """\
   small AuxNet1 for "1 branch" and large AuxNet3 for "3 branches"); ImageNet 0.5 (no count in the paper).
 - **Tiny ImageNet heads** are exactly supp. Table 6 (no stride; 3x3 convs at full resolution of the attach point).
 - **Backbones.** WRN/SE-WRN use conv-BN-ReLU (post-activation) as stated in supp. Table 3; SE reduction 16.
+  In the Tiny ImageNet ResNet-18 the stem ends in BN-ReLU, so the first pre-activation block skips its own.
   The CIFAR ResNet-50 stem is a plain 5x5 conv (the first pre-activation block normalises it). The ImageNet
   ResNet-50 is torchvision's `resnet50`.
 - **Baselines.** DeepResnet18/DWRResnet18 put their four conv-BN-ReLU layers (256 / 512 filters) after the

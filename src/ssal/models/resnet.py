@@ -66,13 +66,16 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Full pre-activation residual block BN-ReLU-conv x2 (He et al., "Identity mappings", 2016)."""
+    """Full pre-activation residual block BN-ReLU-conv x2 (He et al., "Identity mappings", 2016).
+
+    ``preact=False`` drops the first BN-ReLU, for a first block that follows a stem ending in BN-ReLU.
+    """
 
     expansion = 1
 
-    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, width: int, stride: int = 1, preact: bool = True) -> None:
         super().__init__()
-        self.pre = _bn_relu(cin)
+        self.pre = _bn_relu(cin) if preact else nn.Identity()
         self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
         self.act = _bn_relu(width)
         self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
@@ -117,6 +120,8 @@ class ResNet(nn.Module):
         block: ``BasicBlock``, ``PreActBlock`` or ``PreActBottleneck``.
         depths: blocks per stage; widths: base width per stage; strides: stride of each stage's first block.
         stem: the input stem; stem_channels: its output channels.
+        first_preact: ``False`` if the stem already ends in BN-ReLU (pre-activation blocks only): the first
+            block then skips its own pre-activation, as in He et al.'s pre-activation ImageNet ResNets.
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class ResNet(nn.Module):
         num_classes: int,
         stem: nn.Module,
         stem_channels: int,
+        first_preact: bool = True,
     ) -> None:
         super().__init__()
         self.stem = stem
@@ -135,7 +141,8 @@ class ResNet(nn.Module):
         for i, (d, w, s) in enumerate(zip(depths, widths, strides, strict=True)):
             blocks = []
             for j in range(d):
-                blocks.append(block(cin, w, s if j == 0 else 1))
+                skip_preact = not first_preact and i == 0 and j == 0
+                blocks.append(block(cin, w, s if j == 0 else 1, **({"preact": False} if skip_preact else {})))
                 cin = w * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.post = _bn_relu(cin) if block is not BasicBlock else nn.Identity()
@@ -185,7 +192,7 @@ def _tiny_stem(width: int, extra: int = 0, extra_width: int = 256) -> tuple[nn.S
 def _resnet18_tiny(num_classes: int, width: int = 64, extra: int = 0, extra_width: int = 256) -> ResNet:
     stem, c = _tiny_stem(width, extra, extra_width)
     widths = (width, 2 * width, 4 * width, 8 * width)
-    return ResNet(PreActBlock, (2, 2, 2, 2), widths, (1, 2, 2, 2), num_classes, stem, c)
+    return ResNet(PreActBlock, (2, 2, 2, 2), widths, (1, 2, 2, 2), num_classes, stem, c, first_preact=False)
 
 
 @register_model("resnet18_tiny", input_size=(3, 64, 64), paper_ssal=aux.TINY_SSAL_X3, paper_num_classes=200)
