@@ -149,7 +149,9 @@ backbone positions stay available as `ssal_positions` under `net.backbone.`.
   `g{i+1}` after residual stage i. WRN and DenseNet have the seven points "before, after and in-between
   macro-blocks" of paper Sec. 4.2: `g1` stem, then (middle, end) of each of the three stages; the middle is after
   block `ceil(n/2)` of the n blocks (dense layers) of a stage. SE-WRN 16-8 has no positions in supp. Table 8: it
-  uses the WRN 28-10 ones (g2, g5, g6).
+  uses the WRN 28-10 ones (g2, g5, g6). Branch *names* (g1, g2, ... in branch order, as in paper Sec. 4.2 for
+  ResNet-18 CIFAR) differ from position aliases: the ResNet-18 CIFAR branches "after the first / second residual
+  block" sit at positions g2 / g3.
 - **Group counts** follow Sec. 4.4: C/5, C/3, C/2 (20/33/50 on CIFAR100, 200/334/500 on ImageNet). Tiny ImageNet
   (not given): 40/67/100 for SSAL x3 and 40 for SSAL x1 (supp. E.3 uses 40 groups). For another C the paper
   counts scale as k * C / C_paper, clipped to [2, C // 2].
@@ -159,7 +161,9 @@ backbone positions stay available as `ssal_positions` under `net.backbone.`.
 - **Merged table cells.** Supp. Tables 7-10 lost their merged cells in the text. Read as: Table 7 AuxConv2 (3x3,
   128) and AuxConv3 (AuxInceptionE) belong to all three AuxNets; Table 8 as printed; Table 9 AuxConv2 = 3x3, 256
   for AuxNet1 and AuxNet3, AuxConv3 = two AuxInceptionE, the second with twice the channels (the footnote);
-  Table 10 AuxNet1 = conv 3x3/2 256, C, D, E; AuxNet2 = C, D, E; AuxNet3 = C, E.
+  Table 10 AuxNet1 = conv 3x3/2 256, C, D, E; AuxNet2 = C, D, E; AuxNet3 = C, E. (The footnote is printed under
+  Table 10 but names "[AuxInceptionE] x 2" in AuxConv3, which only Table 9 has.)
+- **DenseNet-BC 100-12** (used by the paper only to study positions) gets the DenseNet 190-40 branches.
 - **AuxInception widths** (Inception-v3 widths scaled, `incE0.3` = 0.3 x): tuned to the paper's counts:
   ResNet-50 CIFAR 0.3; SE-WRN 16-8 0.4; WRN 28-10 / DenseNet AuxNet1 0.15 + 0.3, AuxNet3 0.35 + 0.7 (Table 1 needs a
   small AuxNet1 for "1 branch" and large AuxNet3 for "3 branches"); ImageNet 0.5 (no count in the paper).
