@@ -91,8 +91,9 @@ def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
 
     def transform(img: Any) -> torch.Tensor:
         img = img.convert("RGB")
-        resized = TF.center_crop(TF.resize(img, round(min(h, w) * 256 / 224)), [h, w]) if crop else None
-        return TF.to_tensor(resized if resized is not None else TF.resize(img, [h, w]))
+        if crop:  # short side to 256/224 of the input size, then the central crop
+            return TF.to_tensor(TF.center_crop(TF.resize(img, round(min(h, w) * 256 / 224)), [h, w]))
+        return TF.to_tensor(TF.resize(img, [h, w]))
 
     return transform
 

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "bench",
     "predict",
+    "explain",
     "attack",
     "export",
 )
