@@ -169,6 +169,9 @@ class Config:
         return self.ssal.branches == "paper" or bool(self.ssal.branches)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 # --- type checking of plain values ----------------------------------------------------------------
 def _type_name(tp: Any) -> str:
     if tp is type(None):
@@ -205,6 +208,8 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, key)
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
     ok = {
         type(None): value is None,
         bool: isinstance(value, bool),
@@ -239,6 +244,10 @@ def _need(cond: bool, key: str, msg: str) -> None:
 def validate(cfg: Config) -> Config:
     """Check value ranges and choices that types alone cannot express."""
     d, s, o, sc, t = cfg.data, cfg.ssal, cfg.optim, cfg.schedule, cfg.trainer
+    from .data import DATASETS
+
+    names = (*DATASETS, "folder")
+    _need(d.name in names, "data.name", f"must be one of {', '.join(names)}, got {d.name!r}")
     _need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     _need(d.augment in AUGMENTS, "data.augment", f"must be one of {', '.join(AUGMENTS)}, got {d.augment!r}")
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")

@@ -60,6 +60,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -352,7 +353,8 @@ class RunWriter(L.Callback):
         trainer.save_checkpoint(self.paths.last, weights_only=False)
         if improved and trainer.is_global_zero:
             copy_atomic(self.paths.last, self.paths.best)
-        log.info(_summary(row))
+        if trainer.is_global_zero:
+            log.info(_summary(row))
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -413,6 +415,7 @@ def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
     """The checkpoint to resume from (or None); refuses to overwrite a trained run without ``--resume``."""
     if resume:
         if paths.last.is_file():
+            load_checkpoint(paths.last)  # a corrupt file fails here with one clear line
             return paths.last
         log.warning("no checkpoint in %s: starting from scratch", paths.checkpoints)
         return None
@@ -443,6 +446,7 @@ class FitResult:
     run_dir: Path
     num_params: int
     last_row: dict[str, str] | None
+    is_global_zero: bool = True
 
 
 def _write_run_files(cfg: Config, paths: RunPaths, groupings: list[Any]) -> None:
@@ -499,4 +503,4 @@ def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResul
     trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None)
     trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
     rows = read_metrics(paths.metrics)
-    return FitResult(paths.root, n_params, rows[-1] if rows else None)
+    return FitResult(paths.root, n_params, rows[-1] if rows else None, trainer.is_global_zero)

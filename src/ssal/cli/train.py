@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         sys.stdout.write(f"{cfg.name}: config OK, model {cfg.model.name}, {res.num_params:,} parameters\n")
         return 0
+    if not res.is_global_zero:
+        return 0
     row = res.last_row or {}
     keys = [k for k in ("epoch", "f_top1", "jp_top1", "wall_seconds") if k in row]
     sys.stdout.write(f"{res.run_dir}: " + ", ".join(f"{k}={row[k]}" for k in keys) + "\n")
