@@ -1,0 +1,161 @@
+"""``ssal bench``: measure training speed, SSAL branch cost, grouping time and joint-prediction overhead."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+#: Issue goals checked by the report (key, comparison, bound).
+GOALS = {
+    "engine_vs_bare": (">=", 0.95),
+    "train_gflops_fraction_of_bf16_peak": (">=", 0.35),
+    "grouping_seconds_c1000_k500": ("<", 1.0),
+}
+#: The one light SSAL branch used for the headline measurements (fastnet_cifar's default).
+QUICK_BRANCHES = [{"at": "g2", "k": 20, "head": "conv128-gap"}]
+FULL_MODELS = [
+    ("resnet18_cifar", 100, 64),
+    ("resnet18_tiny", 200, 32),
+    ("resnet50_cifar", 100, 16),
+    ("wrn28_10", 100, 8),
+    ("sewrn16_8", 100, 16),
+    ("densenet_bc_100_12", 100, 32),
+    ("densenet_bc_190_40", 100, 4),
+    ("resnet50_imagenet", 1000, 4),
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    p = sub.add_parser(
+        "bench",
+        help="measure speed (see docs/benchmarks.md)",
+        description="Measure training throughput, SSAL cost and overheads on this machine.",
+    )
+    p.add_argument("--quick", action="store_true", help="headline numbers only (under a minute on 2 CPU cores)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--model", default="fastnet_cifar", help="model of the headline measurements")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", default="bf16-mixed", choices=["32", "bf16-mixed", "16-mixed"])
+    p.add_argument("--no-channels-last", action="store_true")
+    p.set_defaults(func=run)
+
+
+def headline(s: Any) -> dict[str, Any]:
+    """The goal metrics of the issue for one model and setting."""
+    from .. import bench
+
+    peak = bench.matmul_peak_gflops()
+    bare = bench.bare_train_throughput(s)
+    engine = bench.engine_train_throughput(s)
+    bare_ssal = bench.bare_train_throughput(s, QUICK_BRANCHES)
+    flops = bench.train_step_flops(s)
+    share = bench.branch_flop_share(s, QUICK_BRANCHES)
+    achieved = flops / bare["sec_per_step"] / 1e9
+    return {
+        "settings": {
+            "model": s.model,
+            "batch_size": s.batch_size,
+            "precision": s.precision,
+            "channels_last": s.channels_last,
+            "ssal_branches": QUICK_BRANCHES,
+        },
+        "bf16_matmul_peak_gflops": peak,
+        "bare_img_per_s": bare["img_per_s"],
+        "engine_img_per_s": engine["img_per_s"],
+        "engine_vs_bare": engine["img_per_s"] / bare["img_per_s"],
+        "ssal_img_per_s": bare_ssal["img_per_s"],
+        "ssal_step_cost": bare_ssal["sec_per_step"] / bare["sec_per_step"],
+        "branch_flop_share": share,
+        "train_gflops": achieved,
+        "train_gflops_fraction_of_bf16_peak": achieved / peak,
+        "grouping_seconds_c1000_k500": bench.grouping_seconds(),
+        "joint_prediction_overhead": bench.joint_prediction_overhead(s, QUICK_BRANCHES),
+    }
+
+
+def per_model(s: Any) -> list[dict[str, Any]]:
+    """Every paper backbone with and without its paper SSAL branches: img/s, step cost and FLOP share."""
+    import dataclasses
+
+    from .. import bench
+    from ..models import paper_branches
+
+    rows = []
+    for name, C, bs in FULL_MODELS:
+        ms = dataclasses.replace(s, model=name, num_classes=C, batch_size=bs, steps=3, warmup=1)
+        branches = paper_branches(name, C)
+        base, with_ssal = bench.bare_train_throughput(ms), bench.bare_train_throughput(ms, branches)
+        rows.append(
+            {
+                "model": name,
+                "batch_size": bs,
+                "img_per_s": base["img_per_s"],
+                "ssal_img_per_s": with_ssal["img_per_s"],
+                "ssal_step_cost": with_ssal["sec_per_step"] / base["sec_per_step"],
+                "branch_flop_share": bench.branch_flop_share(ms, branches),
+            }
+        )
+        log.info("%s: %.1f img/s, SSAL %.1f img/s", name, base["img_per_s"], with_ssal["img_per_s"])
+    return rows
+
+
+def goal_lines(r: dict[str, Any]) -> list[str]:
+    """One line per goal: value, bound, met or not."""
+    lines = []
+    for key, (op, bound) in GOALS.items():
+        v = r[key]
+        ok = v >= bound if op == ">=" else v < bound
+        lines.append(f"{key:<38} {v:10.3f}   goal {op} {bound:<5} {'met' if ok else 'NOT met'}")
+    bound = 1.05 * (1 + r["branch_flop_share"])
+    ok = r["ssal_step_cost"] <= bound
+    lines.append(
+        f"{'ssal_step_cost':<38} {r['ssal_step_cost']:10.3f}   goal <= 1.05 x (1 + share) = {bound:.3f} "
+        f"{'met' if ok else 'NOT met'}"
+    )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print a table, optionally write JSON."""
+    from .. import bench
+
+    t0 = time.perf_counter()
+    s = bench.BenchSettings(
+        model=args.model, batch_size=args.batch_size, precision=args.precision, channels_last=not args.no_channels_last
+    )
+    result: dict[str, Any] = {"machine": bench.machine_info(), "quick": bool(args.quick)}
+    result.update(headline(s))
+    if not args.quick:
+        result["models"] = per_model(s)
+    result["seconds"] = time.perf_counter() - t0
+    print(f"machine: {result['machine']}")
+    for key in (
+        "bf16_matmul_peak_gflops",
+        "bare_img_per_s",
+        "engine_img_per_s",
+        "ssal_img_per_s",
+        "train_gflops",
+        "branch_flop_share",
+        "joint_prediction_overhead",
+    ):
+        print(f"{key:<38} {result[key]:10.3f}")
+    for line in goal_lines(result):
+        print(line)
+    for row in result.get("models", []):
+        print(
+            f"{row['model']:<20} bs {row['batch_size']:>3}  {row['img_per_s']:8.1f} img/s  SSAL "
+            f"{row['ssal_img_per_s']:8.1f} img/s  step cost {row['ssal_step_cost']:.3f}  "
+            f"FLOP share {row['branch_flop_share']:.3f}"
+        )
+    print(f"total {result['seconds']:.1f} s")
+    if args.json:
+        atomic_write_json(args.json, result)
+    return 0
