@@ -244,6 +244,7 @@ def _need(cond: bool, key: str, msg: str) -> None:
 def validate(cfg: Config) -> Config:
     """Check value ranges and choices that types alone cannot express."""
     d, s, o, sc, t = cfg.data, cfg.ssal, cfg.optim, cfg.schedule, cfg.trainer
+    _need(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     from .data import DATASETS
 
     names = (*DATASETS, "folder")
@@ -267,7 +268,6 @@ def validate(cfg: Config) -> Config:
     _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
     _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
     _need(0.0 <= sc.final_lr <= 1.0, "schedule.final_lr", "is a fraction of lr in [0, 1]")
-    _need(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     t.precision = str(t.precision)
     _need(t.precision in PRECISIONS, "trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
     _need(t.num_nodes >= 1 and t.val_every >= 1, "trainer.num_nodes", "num_nodes and val_every must be >= 1")

@@ -1,0 +1,160 @@
+"""The command line end to end: demo, pipeline, evaluate, confusion, dry runs of every config, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ssal.cli import main
+from ssal.config import read_yaml, resolve_raw, variant_names
+from ssal.grouping import random_grouping
+from ssal.runs import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+MINI = REPO / "configs" / "cifar100_mini.yaml"
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _numbers(text: str) -> list[float]:
+    import re
+
+    return [float(x) for x in re.findall(r"\|\s*(\d+\.\d+)\s*(?=\|)", text)]
+
+
+def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "trainer.epochs=3", "schedule.peak_epoch=1"]) == 0
+    report = (out / "report.md").read_text()
+    assert "| baseline |" in report and "| ssal |" in report and "val_accuracy.png" in report
+    accs = _numbers(report)
+    assert accs and all(0.0 <= a <= 100.0 for a in accs)
+    assert max(accs) > 50.0  # digits is easy: a trained small CNN is far above chance (10%)
+    rows = read_metrics(out / "metrics.csv")
+    assert {r["run"] for r in rows} == {"baseline", "ssal"}
+    assert [r["epoch"] for r in rows if r["run"] == "ssal"] == ["1", "2", "3"]
+    assert all(float(r["f_top1"]) >= 0 for r in rows)
+    assert (out / "val_accuracy.png").stat().st_size > 1000
+    assert (out / "baseline" / "confusion.npy").is_file()
+    g = json.loads((out / "ssal" / "groupings" / "g1.json").read_text())
+    assert g["k"] == 4 and g["criterion"] == "join"
+    assert "report:" in capsys.readouterr().out
+
+
+def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "pipe"
+    args = ["pipeline", "--config", str(MINI), "--out", str(out), f"data.root={cifar100_dir}"]
+    assert main([*args, "trainer.epochs=1", "schedule.name=constant"]) == 0
+    conf = np.load(out / "baseline" / "confusion.npy")
+    assert conf.shape == (100, 100) and conf.sum() == 400  # the held-out 20 % of 2,000
+    assert (out / "baseline" / "confusion.png").is_file()
+    ev = json.loads((out / "ssal" / "eval.json").read_text())
+    assert ev["num_samples"] == 500 and ev["lc_fitted_on"] == "val"
+    for k in ("tr_top1", "jp_top1", "lc_top1", "tr_top5", "jp_top5", "lc_top5"):
+        assert 0.0 <= ev[k] <= 100.0
+    assert set(ev["group_acc"]) == {"g1", "g2"}
+    assert ev["params"]["branches"] > 0 and ev["params"]["total"] == ev["params"]["backbone"] + ev["params"]["branches"]
+    # evaluate and confusion on the SSAL run directly
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "ssal"), "--checkpoint", "last"]) == 0
+    printed = capsys.readouterr().out
+    assert "+TR" in printed and "+JP" in printed and "+LC" in printed and "Parameters:" in printed
+    assert main(["confusion", str(out / "ssal"), "--split", "test"]) == 0
+    assert np.load(out / "ssal" / "confusion_test.npy").sum() == 500
+    # re-running skips the finished runs
+    assert main([*args, "trainer.epochs=1", "schedule.name=constant"]) == 0
+    assert len(read_metrics(out / "ssal" / "metrics.csv")) == 1
+
+
+def _dry_run_cases() -> list[tuple[Path, str | None]]:
+    cases = []
+    for path in CONFIGS:
+        raw = read_yaml(path)
+        seen = set()
+        for v in [None, *variant_names(raw)]:
+            cfg = resolve_raw(raw, v)
+            key = (cfg.model.name, json.dumps(cfg.model.options), json.dumps(cfg.ssal.branches), cfg.data.name)
+            if key not in seen:  # build each distinct model once
+                seen.add(key)
+                cases.append((path, v))
+    return cases
+
+
+@pytest.mark.parametrize(("path", "variant"), _dry_run_cases(), ids=lambda x: getattr(x, "name", str(x)))
+def test_every_config_builds_in_a_dry_run(path: Path, variant: str | None, capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--config", str(path), "--dry-run"] + (["--variant", variant] if variant else [])
+    assert main(args) == 0
+    assert "config OK" in capsys.readouterr().out
+
+
+# --- bad inputs: one line on stderr, exit code 2, no traceback ---------------------------------------------------
+def _fails_cleanly(args: list[str], capsys: pytest.CaptureFixture, needle: str) -> None:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(f"ssal {args[0]}: error:") and needle in err[-1], err
+
+
+def test_bad_config_key_and_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _fails_cleanly(["train", "--config", str(MINI), "optim.lrr=1"], capsys, "optim.lrr")
+    _fails_cleanly(["train", "--config", str(MINI), "trainer.epochs=0"], capsys, "trainer.epochs")
+    _fails_cleanly(["train", "--config", str(tmp_path / "nope.yaml")], capsys, "not found")
+    _fails_cleanly(["train", "--config", str(MINI), "--variant", "x"], capsys, "unknown variant")
+
+
+def test_missing_or_corrupt_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["train", "--config", str(MINI), f"run_dir={tmp_path / 'r'}"]
+    _fails_cleanly([*base, f"data.root={tmp_path / 'missing'}"], capsys, "missing")
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    (bad / "mini_train.npz").write_bytes(b"garbage")
+    (bad / "meta.json").write_text("{}")
+    _fails_cleanly([*base, f"data.root={bad}"], capsys, "")
+
+
+def test_wrong_array_shape(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = tmp_path / "shape"
+    d.mkdir()
+    (d / "meta.json").write_text((cifar100_dir / "meta.json").read_text())
+    np.savez(
+        d / "mini_train.npz",
+        images=np.zeros((10, 32, 32), np.uint8),
+        fine_labels=np.zeros(10, np.int64),
+        coarse_labels=np.zeros(10, np.int64),
+    )
+    _fails_cleanly(["train", "--config", str(MINI), f"data.root={d}", f"run_dir={tmp_path / 'r'}"], capsys, "")
+
+
+def test_grouping_with_wrong_class_count(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    g1, g2 = tmp_path / "g1.json", tmp_path / "g2.json"
+    random_grouping(10, 2).save(g1)
+    random_grouping(100, 20).save(g2)
+    args = [
+        "train",
+        "--config",
+        str(MINI),
+        f"data.root={cifar100_dir}",
+        f"run_dir={tmp_path / 'r'}",
+        f"ssal.groupings=[{g1}, {g2}]",
+    ]
+    _fails_cleanly(args, capsys, "10 classes")
+
+
+def test_corrupt_checkpoint(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"\x00" * 100)
+    _fails_cleanly(["evaluate", str(run), "--checkpoint", "last"], capsys, "checkpoint")
+    args = ["train", "--config", str(MINI), f"data.root={cifar100_dir}", f"run_dir={run}", "--resume"]
+    _fails_cleanly(args, capsys, "checkpoint")
+    _fails_cleanly(["evaluate", str(tmp_path / "no_run")], capsys, "not found")
+
+
+def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--config", str(MINI), "--print-config", "optim.lr=0.5"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["lr"] == 0.5 and cfg["model"]["name"] == "small_cnn"
