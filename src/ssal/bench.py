@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .architecture import SSALModel
 from .grouping import group_from_confusion
+from .hardware import cpu_has_fast_bf16, resolve_precision
 from .loss import SSALLoss
 from .models import create_model, model_input_size
 from .prediction import joint_log_probs
@@ -49,7 +50,7 @@ class BenchSettings:
     model: str = "fastnet_cifar"
     num_classes: int = 100
     batch_size: int = 256
-    precision: str = "bf16-mixed"  # 32 | bf16-mixed | 16-mixed
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
     channels_last: bool = True
     steps: int = 8
     warmup: int = 3
@@ -62,7 +63,14 @@ def machine_info() -> dict[str, Any]:
         names = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
         cpu = names[0].split(":", 1)[1].strip() if names else cpu
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"torch": torch.__version__, "device": dev, "cpu": cpu, "threads": torch.get_num_threads()}
+    return {
+        "torch": torch.__version__,
+        "device": dev,
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "fast_bf16": torch.cuda.is_available() or cpu_has_fast_bf16(),
+        "precision_auto": resolve_precision("auto", dev if dev == "cpu" else "cuda"),
+    }
 
 
 def _device() -> torch.device:
@@ -75,7 +83,8 @@ def _sync(device: torch.device) -> None:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context for a Lightning-style precision string."""
+    """The autocast context for a Lightning-style precision string (``auto`` resolved for this machine)."""
+    precision = resolve_precision(precision, device.type)
     if precision == "bf16-mixed":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "16-mixed":
@@ -83,21 +92,30 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.bfloat16, n: int = 2048, repeats: int = 10) -> float:
-    """Best achieved GFLOP/s of an n x n matmul in ``dtype`` (the practical peak of this machine)."""
+def matmul_peak_gflops(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, budget_s: float = 0.25) -> float:
+    """Best achieved GFLOP/s of square matmuls in ``dtype`` (the practical peak of this machine).
+
+    Sizes grow from 256 up to ``max_n`` while one product takes under ``budget_s`` seconds, so a machine
+    without fast bf16 (emulated, ~1 GFLOP/s) still finishes quickly.
+    """
     device = _device()
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(2):
+    best, n = 0.0, 256
+    while n <= max_n:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
         a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+        times = []
+        for _ in range(5):
+            _sync(device)
+            t = time.perf_counter()
+            a @ b
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        best = max(best, 2 * n**3 / min(times) / 1e9)
+        if min(times) * 8 > budget_s:  # the next size costs 8x more
+            break
+        n *= 2
+    return best
 
 
 def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLoss, torch.Tensor, torch.Tensor]:
@@ -235,7 +253,8 @@ def engine_train_throughput(s: BenchSettings, branches: Any = (), num_batches: i
         name="synthetic",
     )
     cfg = Config(name="bench")
-    cfg.data.batch_size, cfg.trainer.precision, cfg.trainer.channels_last = s.batch_size, s.precision, s.channels_last
+    cfg.data.batch_size, cfg.trainer.channels_last = s.batch_size, s.channels_last
+    cfg.trainer.precision = resolve_precision(s.precision, _device().type)
     cfg.trainer.epochs, cfg.trainer.progress_bar, cfg.trainer.devices = 1, False, 1
     data = DataBundle("synthetic", C, arrays.class_names, train=arrays)
     model, crit, _, _ = _model_and_batch(s, list(branches))
