@@ -113,8 +113,9 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
     if len(names) < 2:
         raise SSALError(f"{root}/train has {len(names)} class folders; need at least 2")
     val = "val" if (root / "val").is_dir() else None
+    test = "test" if (root / "test").is_dir() else val  # ImageNet: the official val set is the test set
     mean, std = _stats(cfg, None)
-    return DataBundle("folder", len(names), names, None, "train", val, val, mean, std)
+    return DataBundle("folder", len(names), names, None, "train", val, test, mean, std)
 
 
 def branch_configs(cfg: Config) -> list[dict[str, Any]]:
@@ -193,7 +194,9 @@ def build_loss(cfg: Config, model: SSALModel) -> SSALLoss:
     """The SSAL loss (paper Eq. 3) with the config's weights and label smoothing."""
     s = cfg.ssal
     n = len(model.branches)
-    aux = s.aux_weights if isinstance(s.aux_weights, float) else list(s.aux_weights)
+    aux = s.aux_weights if isinstance(s.aux_weights, float) or n == 0 else list(s.aux_weights)
+    if n == 0:  # a baseline of an SSAL config: its branch weights do not apply
+        aux = 1.0
     if isinstance(aux, list) and len(aux) != n:
         raise SSALError(f"ssal.aux_weights has {len(aux)} values for {n} branches")
     return SSALLoss(model.gammas, s.main_weight, aux, cfg.optim.label_smoothing)
@@ -202,6 +205,8 @@ def build_loss(cfg: Config, model: SSALModel) -> SSALLoss:
 def eta_values(cfg: Config, num_branches: int) -> list[float]:
     """eta per branch for the joint prediction (paper Sec. 3.4)."""
     eta = cfg.ssal.eta
+    if num_branches == 0:
+        return []
     etas = [float(eta)] * num_branches if isinstance(eta, float) else [float(e) for e in eta]
     if len(etas) != num_branches:
         raise SSALError(f"ssal.eta has {len(etas)} values for {num_branches} branches")
