@@ -44,7 +44,7 @@ __all__ = [
     "variant_names",
 ]
 
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 SCHEDULES = ("triangular", "warmup_linear", "warmup_cosine", "step", "constant")
 AUGMENTS = ("cifar", "shift", "none")
 
@@ -125,7 +125,7 @@ class TrainerConfig:
     devices: int | str = 1  # processes per node (int) or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto (ddp when more than one process) | ddp | ddp_spawn | ...
-    precision: str | int = "bf16-mixed"  # 32 | bf16-mixed | 16-mixed (GPU) | bf16-true
+    precision: str | int = "auto"  # auto (bf16-mixed on GPUs and bf16 CPUs, else 32) | 32 | bf16-mixed | 16-mixed
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (first steps are slow)
     val_every: int = 1  # validate every n epochs (the last epoch is always validated)

@@ -26,6 +26,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from .architecture import SSALModel
 from .config import Config, OptimConfig, ScheduleConfig
 from .errors import SSALError
+from .hardware import resolve_precision
 from .loss import SSALLoss
 from .prediction import SSALMetrics
 from .runs import RunPaths, copy_atomic, load_checkpoint, read_metrics, save_checkpoint, write_metrics
@@ -376,10 +377,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location="cpu")
 
 
-def _precision(p: str) -> str:
-    return "32-true" if p in ("32", "32-true") else p
-
-
 def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool) -> L.Trainer:
     """The Lightning Trainer of a run: devices, nodes, strategy, precision, logging, progress bar."""
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -391,7 +388,7 @@ def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool
             devices=t.devices,
             num_nodes=t.num_nodes,
             strategy=t.strategy,
-            precision=_precision(t.precision),  # type: ignore[arg-type]
+            precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
             max_epochs=t.epochs,
             logger=TensorBoardLogger(save_dir=str(paths.root), name="tb", version="", default_hp_metric=False),
             callbacks=[writer],

@@ -44,6 +44,9 @@ def default_device() -> torch.device:
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
+    from .hardware import resolve_precision
+
+    precision = resolve_precision(precision, "cuda" if device.type == "cuda" else "cpu")
     if precision in ("bf16-mixed", "bf16-true"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "16-mixed" and device.type == "cuda":
