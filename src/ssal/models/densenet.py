@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import auxnets as aux
+from .init import init_weights
 from .registry import register_model
 from .wide_resnet import staged_positions
 
@@ -76,6 +77,7 @@ class DenseNetBC(nn.Module):
         self.num_features = c
         self.fc = nn.Linear(c, num_classes)
         self.ssal_positions = staged_positions("stem", [(f"dense{i}", f"layer{math.ceil(n / 2)}") for i in (1, 2, 3)])
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.trans1(self.dense1(self.stem(x)))

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..heads import ConvBNReLU
 from . import auxnets as aux
+from .init import init_weights
 from .registry import register_model
 
 __all__ = [
@@ -149,6 +150,7 @@ class ResNet(nn.Module):
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes)
         self.ssal_positions = resnet_positions()
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features before global pooling, (B, F, H', W')."""

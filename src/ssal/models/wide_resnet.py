@@ -21,6 +21,7 @@ from torch import nn
 
 from ..heads import ConvBNReLU
 from . import auxnets as aux
+from .init import init_weights
 from .registry import register_model
 
 __all__ = ["SqueezeExcite", "WideBlock", "WideResNet", "sewrn16_8", "staged_positions", "wrn28_10"]
@@ -89,6 +90,7 @@ class WideResNet(nn.Module):
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes)
         self.ssal_positions = staged_positions("stem", [(f"layer{i}", str(math.ceil(n / 2) - 1)) for i in (1, 2, 3)])
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, 64k, 8, 8)
