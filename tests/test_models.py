@@ -7,10 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ssal import SSALError, SSALModel, random_grouping
 from ssal.heads import ConvBNReLU, InceptionE
-from ssal.models import create_model, list_models, model_entry, model_input_size, paper_branches, register_model
+from ssal.models import (
+    create_model,
+    list_models,
+    model_entry,
+    model_input_size,
+    paper_branches,
+    register_model,
+    scale_groups,
+)
 from ssal.models.baselines import BranchConcatNet
 from ssal.models.joint import JointOutputNet
 from ssal.models.params import PAPER_COUNTS, PaperCount, count_parameters, render_markdown
@@ -277,3 +287,10 @@ def test_wrn28_10_joint_options() -> None:
     assert isinstance(m, JointOutputNet)
     assert m.net.branches[0].at == "layer1.1" and m.net.branches[0].head[-1].out_features == 5
     assert _meta("wrn28_10_joint").net.branches[0].head[-1].out_features == 20
+
+
+@given(k=st.integers(2, 500), C=st.integers(4, 2000), paper_C=st.sampled_from([100, 200, 1000]))
+def test_scaled_group_counts_stay_in_the_paper_range(k: int, C: int, paper_C: int) -> None:
+    scaled = scale_groups(k, C, paper_C)
+    assert 2 <= scaled <= C // 2 or (paper_C == C and scaled == k)
+    assert scale_groups(k, C, None) == k
