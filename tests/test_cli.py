@@ -69,6 +69,31 @@ def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: p
     assert len(read_metrics(out / "ssal" / "metrics.csv")) == 1
 
 
+def test_pipeline_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 3)):
+        for c in range(4):
+            d = tmp_path / "mydata" / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((30, 40, 3)) * 60 + 50 * c).astype(np.uint8)).save(d / f"{i}.png")
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(
+        f"base: {REPO / 'configs' / 'cifar100_recipe.yaml'}\nname: mydata\n"
+        f"data: {{name: folder, root: {tmp_path / 'mydata'}, batch_size: 8, eval_batch_size: 16, workers: 0}}\n"
+        "model: {name: small_cnn, options: {width: 4}}\n"
+        "ssal: {branches: [{at: g3, k: 2, head: gap}], eta: 0.5, aux_weights: 1.0}\n"
+        "trainer: {epochs: 1, threads: 1, precision: 32}\nschedule: {name: constant}\n"
+    )
+    assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| baseline |" in report and "| ssal | 2 join |" in report
+    ev = json.loads((tmp_path / "out" / "ssal" / "eval.json").read_text())
+    assert ev["num_samples"] == 12 and ev["group_acc"]
+
+
 def _dry_run_cases() -> list[tuple[Path, str | None]]:
     cases = []
     for path in CONFIGS:

@@ -125,7 +125,10 @@ def evaluate_run(
         )
         lc, lc_on = _fit_lc(info, val_out, val_y), "val"
     elif info.groupings:
-        log.warning("no held-out validation split (data.val_fraction=0): +LC is not reported")
+        log.warning(
+            "no held-out split besides the test split (data.val_fraction=0, or folder data without test/): "
+            "+LC is not reported"
+        )
     out, y = collect_outputs(
         info.model, make_loader(cfg, data, getattr(data, split), train=False, device=device), prec, f"{split} set"
     )

@@ -25,6 +25,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The resolved config of ``--config``/``--variant``/overrides (or of a run directory given to --resume)."""
     resume = getattr(args, "resume", None)
+    if isinstance(resume, str) and "=" in resume and not Path(resume).is_dir():  # --resume key=value ...
+        args.overrides, args.resume, resume = [resume, *args.overrides], True, True
     path = args.config
     if path is None and isinstance(resume, str):
         path = Path(resume) / "config.yaml"
