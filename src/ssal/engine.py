@@ -498,6 +498,11 @@ def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResul
     monitor = "jp_top1" if groupings else "f_top1"
     writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, groupings))
     trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None)
-    trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+    try:
+        trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+    except RuntimeError as e:
+        if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
+            raise SSALError(f"{ckpt} does not match the config's model: {str(e).splitlines()[0]}") from None
+        raise
     rows = read_metrics(paths.metrics)
     return FitResult(paths.root, n_params, rows[-1] if rows else None, trainer.is_global_zero)
