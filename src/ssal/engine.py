@@ -463,13 +463,21 @@ def _saved_groupings(cfg: Config, paths: RunPaths) -> None:
 
 def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResult:
     """Train the run described by ``cfg`` into ``cfg.run_dir`` (or, with ``dry_run``, only build the model)."""
+    threads = torch.get_num_threads()
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    try:
+        return _fit(cfg, resume, dry_run)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests, pipelines) keep their setting
+
+
+def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     from .build import build_loss, build_model, eta_values, load_data, resolve_groupings
 
     quiet_lightning()
     paths = RunPaths(Path(cfg.run_dir))
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
-    if cfg.trainer.threads > 0:
-        torch.set_num_threads(cfg.trainer.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
     if ckpt is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "evaluate_run",
     "format_report",
     "load_report",
+    "num_threads",
     "param_counts",
     "run_confusion",
     "save_confusion",
@@ -52,6 +53,18 @@ def _autocast(device: torch.device, precision: str) -> Any:
     if precision == "16-mixed" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Any:
+    """Temporarily use ``n`` CPU threads (``trainer.threads``; 0 keeps torch's setting)."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.no_grad()
@@ -113,6 +126,11 @@ def evaluate_run(
     info: RunInfo, data: DataBundle | None = None, split: str = "test", device: torch.device | None = None
 ) -> EvalReport:
     """Evaluate a run on ``split`` (+TR, +JP, +LC fitted on the held-out validation split with the model frozen)."""
+    with num_threads(info.config.trainer.threads):
+        return _evaluate_run(info, data, split, device)
+
+
+def _evaluate_run(info: RunInfo, data: DataBundle | None, split: str, device: torch.device | None) -> EvalReport:
     cfg = info.config
     device = device or default_device()
     info.model.to(device).eval()
@@ -211,9 +229,13 @@ def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None
         from .errors import SSALError
 
         raise SSALError(f"the run's data config has no {split!r} split (data.val_fraction={cfg.data.val_fraction})")
-    out, y = collect_outputs(
-        info.model, make_loader(cfg, data, arrays, train=False, device=device), cfg.trainer.precision, f"{split} set"
-    )
+    with num_threads(cfg.trainer.threads):
+        out, y = collect_outputs(
+            info.model,
+            make_loader(cfg, data, arrays, train=False, device=device),
+            cfg.trainer.precision,
+            f"{split} set",
+        )
     return confusion_matrix(out.main.argmax(1), y, info.num_classes)
 
 
