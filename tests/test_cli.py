@@ -138,7 +138,7 @@ def test_missing_or_corrupt_data_folder(tmp_path: Path, capsys: pytest.CaptureFi
     bad.mkdir()
     (bad / "mini_train.npz").write_bytes(b"garbage")
     (bad / "meta.json").write_text("{}")
-    _fails_cleanly([*base, f"data.root={bad}"], capsys, "")
+    _fails_cleanly([*base, f"data.root={bad}"], capsys, "corrupt")
 
 
 def test_wrong_array_shape(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -151,7 +151,9 @@ def test_wrong_array_shape(cifar100_dir: Path, tmp_path: Path, capsys: pytest.Ca
         fine_labels=np.zeros(10, np.int64),
         coarse_labels=np.zeros(10, np.int64),
     )
-    _fails_cleanly(["train", "--config", str(MINI), f"data.root={d}", f"run_dir={tmp_path / 'r'}"], capsys, "")
+    _fails_cleanly(
+        ["train", "--config", str(MINI), f"data.root={d}", f"run_dir={tmp_path / 'r'}"], capsys, "(10, 32, 32)"
+    )
 
 
 def test_grouping_with_wrong_class_count(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
