@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ssal.attack import BaseNetwork, bim, evaluate_attack, fgsm, parse_eps
+from ssal.attack import BaseNetwork, attack_batches, bim, evaluate_attack, fgsm, parse_eps
 from ssal.cli import main
 from ssal.errors import SSALError
 from ssal.explain import OutputSelector, figure_pixels, output_heatmap
@@ -316,6 +316,17 @@ def test_attack_cli_writes_csv_and_plot(run_dir: Path, tmp_path: Path, capsys: p
     assert all(r["images"] == "50" for r in rows)
     with Image.open(tmp_path / "attack_bim.png") as im:
         assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_attack_batches_random_subset(info: RunInfo) -> None:
+    def collect() -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = zip(*attack_batches(info, "test", limit=30, seed=3, batch_size=7), strict=True)
+        return torch.cat(xs), torch.cat(ys)
+
+    x, y = collect()
+    first, _ = digits_batch(info, 30)
+    assert x.shape == (30, 3, 16, 16) and torch.equal(x, collect()[0])  # seeded
+    assert not torch.equal(x, first)  # a random subset, not the first images of a possibly sorted split
 
 
 def test_parse_eps() -> None:

@@ -9,6 +9,7 @@ images, the error of f, the group error of every g_i and the error of the joint 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "ATTACKS",
     "BaseNetwork",
     "attack",
+    "attack_batches",
     "bim",
     "eval_mode",
     "evaluate_attack",
@@ -127,6 +129,40 @@ def parse_eps(text: str | Sequence[str]) -> list[float]:
     if not out:
         raise SSALError("give at least one eps value, e.g. --eps 0,1/255,2/255,4/255,8/255")
     return out
+
+
+def attack_batches(
+    info: RunInfo,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches (x in [0, 1], y) of the run's ``split``; with ``limit``, a seeded random subset of that many images.
+
+    A random subset, not the first images: stored splits are often sorted by class (CIFAR-100 NumPy, ImageFolder).
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from .build import load_data, make_loader
+
+    cfg = copy.deepcopy(info.config)
+    cfg.trainer.channels_last = False
+    if batch_size:
+        cfg.data.eval_batch_size = int(batch_size)
+    data = load_data(cfg.data, ("test",) if split == "test" else ("train", "val"))
+    arrays = getattr(data, split)
+    if arrays is None:
+        raise SSALError(f"the run's data has no {split!r} split")
+    gen = torch.Generator().manual_seed(seed)
+    if limit is not None and not data.is_folder and limit < len(arrays):
+        arrays = arrays.subset(torch.randperm(len(arrays), generator=gen)[:limit].sort().values)
+    loader = make_loader(cfg, data, arrays, train=False, device=device)
+    if limit is not None and data.is_folder and limit < len(loader.dataset):
+        idx = torch.randperm(len(loader.dataset), generator=gen)[:limit].sort().values.tolist()
+        loader = DataLoader(Subset(loader.dataset, idx), loader.batch_size, num_workers=cfg.data.workers)
+    return loader
 
 
 def evaluate_attack(

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="BIM iterations (default 10)")
     p.add_argument("--alpha", type=str, default=None, help="BIM step size in pixel units (default 1.25 eps / steps)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="attack only the first N images")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="attack a random subset of N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
     p.add_argument("--split", default="test", choices=("test", "val"), help="images to attack (default test)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's data.eval_batch_size")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
@@ -41,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the run and its images, attack for each eps, save CSV + plot, print the table."""
     import torch
 
-    from ..attack import evaluate_attack, format_table, parse_eps, save_attack
-    from ..build import load_data, make_loader
+    from ..attack import attack_batches, evaluate_attack, format_table, parse_eps, save_attack
     from ..errors import SSALError
     from ..evaluation import default_device
     from ..runs import load_run
@@ -56,13 +56,8 @@ def run(args: argparse.Namespace) -> int:
     info = load_run(args.run_dir, args.checkpoint)
     device = torch.device(args.device) if args.device else default_device()
     info.model.to(device)
-    cfg = info.config
-    if args.batch_size:
-        cfg.data.eval_batch_size = args.batch_size
-    cfg.trainer.channels_last = False
-    data = load_data(cfg.data, ("test",) if args.split == "test" else ("train", "val"))
-    loader = make_loader(cfg, data, getattr(data, args.split), train=False, device=device)
-    rows = evaluate_attack(info, loader, args.method, eps, args.steps, alpha, args.limit)
+    batches = attack_batches(info, args.split, args.limit, args.seed, args.batch_size, device)
+    rows = evaluate_attack(info, batches, args.method, eps, args.steps, alpha, args.limit)
     csv_path, png = save_attack(rows, args.out, f"{args.method.upper()} on f ({info.paths.root.name})")
     sys.stdout.write(format_table(rows))
     log.info("wrote %s and %s", csv_path, png)
