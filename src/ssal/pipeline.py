@@ -98,8 +98,11 @@ def run_pipeline(
         )
         train_or_resume(cfg)
         runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, _evaluate(load_run(cfg.run_dir))))
-    log.info("[4/4] writing the report to %s", out / "report.md")
-    write_report(runs, out)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # under DDP every process runs the pipeline; rank 0 writes the report
+        log.info("[4/4] writing the report to %s", out / "report.md")
+        write_report(runs, out)
     return runs
 
 

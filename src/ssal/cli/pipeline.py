@@ -30,9 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_and_print(raw: dict, overrides: dict, out: Path | None) -> int:
     """Run the pipeline and print where the report is (shared with ``ssal demo``)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     from ..pipeline import report_table, run_pipeline
 
     runs = run_pipeline(raw, overrides, out)
+    if rank_zero_only.rank != 0:  # DDP worker processes re-run the command; only rank 0 reports
+        return 0
     root = Path(runs[0].config.run_dir).parent
     sys.stdout.write(report_table(runs) + "\n\n")
     sys.stdout.write(f"report: {root / 'report.md'}\n")
