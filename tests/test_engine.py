@@ -116,6 +116,11 @@ def test_train_writes_a_complete_run_dir(cifar100_dir: Path, tmp_path: Path) -> 
         from ssal.engine import fit
 
         fit(load_config(paths.config))
+    # --resume RUN_DIR alone takes the saved config; one more epoch continues the same run
+    assert main(["train", "--resume", str(run), "trainer.epochs=3", "schedule.peak_epoch=1"]) == 0
+    rows = read_metrics(paths.metrics)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[2]["wall_seconds"]) > float(rows[1]["wall_seconds"]) > 0
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar100_dir: Path, tmp_path: Path, capsys) -> None:
