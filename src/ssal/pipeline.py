@@ -151,6 +151,7 @@ def plot_val_accuracy(runs: list[PipelineRun], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
@@ -159,6 +160,7 @@ def plot_val_accuracy(runs: list[PipelineRun], path: Path) -> Path:
         ax.plot(ep, [float(x["f_top1"]) for x in rows], marker="o", label=f"{r.label} f (+TR)")
         if rows and rows[0].get("jp_top1"):
             ax.plot(ep, [float(x["jp_top1"]) for x in rows], marker="s", ls="--", label=f"{r.label} +JP")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("validation accuracy per epoch: baseline vs SSAL")
@@ -178,7 +180,7 @@ def write_report(runs: list[PipelineRun], out: Path) -> Path:
     write_metrics(out / "metrics.csv", rows)
     base = runs[0].config
     lines = [
-        f"# SSAL pipeline: {base.name}",
+        f"# SSAL pipeline: {base.name.removesuffix('_baseline')}",
         "",
         f"Data `{base.data.name}`, model `{base.model.name}`, {base.trainer.epochs} epochs (baseline), "
         f"test split; +LC is fitted on the held-out validation split ({base.data.val_fraction:g} of train). "
