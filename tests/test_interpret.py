@@ -141,12 +141,15 @@ def test_imagenet_like_transform_resizes_and_crops(tmp_path: Path) -> None:
 
     from torchvision.transforms import functional as TF
 
-    fake = SimpleNamespace(model=SimpleNamespace(input_size=(3, 224, 224)), config=None)
+    fake = SimpleNamespace(model=SimpleNamespace(input_size=(3, 224, 224)), config=None)  # ImageNet-sized
     fake.config = SimpleNamespace(data=SimpleNamespace(name="folder"))
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8))
     got = image_transform(fake)(img)
     assert got.shape == (3, 224, 224)
     assert torch.equal(got, TF.to_tensor(TF.center_crop(TF.resize(img, 256), [224, 224])))
+    # a small-image data set: the data set's native size, even for a model registered with another size
+    fake.config.data.name, fake.model.input_size = "cifar100", (3, 16, 16)
+    assert image_transform(fake)(img).shape == (3, 32, 32)
 
 
 # --- explain ----------------------------------------------------------------------------------------

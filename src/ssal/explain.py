@@ -246,12 +246,12 @@ def explain_images(
     method: str = "auto",
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """One PNG per readable image into ``out_dir`` (``<stem>.png``); returns the PNGs and (file, error) pairs."""
-    from .predict import image_transform, load_image
+    from .predict import image_transform, input_size, load_image
 
     if baseline is not None and baseline.num_classes != info.num_classes:
         raise SSALError(f"the baseline has {baseline.num_classes} classes, the run {info.num_classes}")
-    if baseline is not None and baseline.model.input_size != info.model.input_size:
-        raise SSALError(f"the baseline takes {baseline.model.input_size} inputs, the run {info.model.input_size}")
+    if baseline is not None and input_size(baseline) != input_size(info):
+        raise SSALError(f"the baseline takes {input_size(baseline)} inputs, the run {input_size(info)}")
     transform, out_dir = image_transform(info), Path(out_dir)
     written: list[Path] = []
     errors: list[tuple[str, str]] = []

@@ -25,6 +25,7 @@ from torch import nn
 from .architecture import SSALModel
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json
+from .predict import input_size
 from .prediction import joint_probability, main_probability
 from .runs import RunInfo
 
@@ -73,7 +74,7 @@ def _metadata(info: RunInfo, fmt: str, mode: str) -> dict[str, Any]:
     return {
         "format": fmt,
         "mode": mode,
-        "input": {"name": "image", "shape": ["batch", *info.model.input_size], "range": [0.0, 1.0]},
+        "input": {"name": "image", "shape": ["batch", *input_size(info)], "range": [0.0, 1.0]},
         "outputs": output_names(info),
         "class_names": list(names),
         "groupings": {n: list(g.assignment) for n, g in zip(info.model.branch_names, info.groupings, strict=True)},
@@ -112,7 +113,7 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
     out = Path(out)
     model = info.model.cpu().eval()
     wrapper = ExportWrapper(model, mode, info.eta).eval()
-    x = torch.rand(2, *model.input_size)
+    x = torch.rand(2, *input_size(info))
     if fmt == "torchscript":
         with torch.no_grad(), _quiet_deprecations():
             traced = torch.jit.trace(wrapper, (x,), check_trace=False)

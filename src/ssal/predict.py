@@ -21,6 +21,7 @@ from .prediction import joint_probability, main_probability
 from .runs import RunInfo
 
 __all__ = [
+    "DATASET_INPUT_SIZES",
     "IMAGE_SUFFIXES",
     "BranchPrediction",
     "ClassScore",
@@ -28,6 +29,7 @@ __all__ = [
     "expand_image_paths",
     "format_prediction",
     "image_transform",
+    "input_size",
     "load_image",
     "predict_images",
     "predict_tensor",
@@ -76,17 +78,31 @@ class ImagePrediction:
         return {**asdict(self), "disagree": self.disagree}
 
 
+#: Image size (C, H, W) of the built-in small-image data sets (what a model trained on them sees).
+DATASET_INPUT_SIZES = {
+    "cifar100": (3, 32, 32),
+    "cifar100_mini": (3, 32, 32),
+    "digits": (3, 16, 16),
+    "tinyimagenet": (3, 64, 64),
+}
+
+
 # --- images -----------------------------------------------------------------------------------------
+def input_size(info: RunInfo) -> tuple[int, int, int]:
+    """(C, H, W) the run's model was trained on: its data set's native size, else the model's registered size."""
+    return DATASET_INPUT_SIZES.get(info.config.data.name, tuple(info.model.input_size))
+
+
 def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
     """PIL image -> float tensor (3, H, W) in [0, 1], resized as the run's data set expects.
 
-    Small-image data sets (CIFAR, digits, Tiny ImageNet): resize to the model's native size.
+    Small-image data sets (CIFAR, digits, Tiny ImageNet): resize to the data set's native size.
     ImageNet-like folder data (or inputs of 224 pixels and more): resize the short side to 256/224 of the input
     size, then center-crop (the paper's evaluation transform, Resize 256 + CenterCrop 224).
     """
     from torchvision.transforms import functional as TF
 
-    _, h, w = info.model.input_size
+    _, h, w = input_size(info)
     crop = info.config.data.name == "folder" or min(h, w) >= 224
 
     def transform(img: Any) -> torch.Tensor:

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import SSALError
     from ..export import export_run, max_difference, run_exported, ssal_outputs
+    from ..predict import input_size
     from ..runs import load_run
 
     info = load_run(args.run_dir, args.checkpoint)
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("onnxruntime is not installed: the ONNX file was not checked")
         diff = None
     else:
-        x = torch.rand(3, *info.model.input_size, generator=torch.Generator().manual_seed(0))
+        x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
         diff = max_difference(ssal_outputs(info, x, args.mode), run_exported(path, x, args.fmt))
         if diff > 1e-4:
             raise SSALError(f"exported model differs from ssal's outputs by {diff:.2e} (> 1e-4)")
