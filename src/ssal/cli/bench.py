@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         "branch_flop_share",
         "joint_prediction_overhead",
     ):
-        print(f"{key:<38} {result[key]:10.3f}")
+        print(f"{key:<38} {result[key]:10.4g}")
     for line in goal_lines(result):
         print(line)
     for row in result.get("models", []):
