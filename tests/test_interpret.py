@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,12 +21,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ssal.architecture import SSALModel
 from ssal.attack import BaseNetwork, attack_batches, bim, evaluate_attack, fgsm, parse_eps
 from ssal.cli import main
 from ssal.errors import SSALError
-from ssal.explain import OutputSelector, figure_pixels, output_heatmap
+from ssal.explain import OutputSelector, explain_batch, figure_pixels, output_heatmap
 from ssal.export import export_run, max_difference, run_exported, ssal_outputs
-from ssal.predict import image_transform, load_image, predict_images
+from ssal.predict import image_transform, load_image, predict_images, predict_tensor
 from ssal.prediction import SSALMetrics, joint_probability
 from ssal.runs import RunInfo, load_run
 
@@ -346,7 +348,9 @@ def test_parse_eps() -> None:
 def test_export_matches_ssal(info: RunInfo, tmp_path: Path, fmt: str, mode: str) -> None:
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
+    info.model.train()
     path = export_run(info, tmp_path / f"m.{fmt}", fmt, mode)
+    assert info.model.training and info.model.backbone.stage1[1].training  # the caller's modes are restored
     x = torch.rand(5, *info.model.input_size)  # not the batch size of the export
     ref = ssal_outputs(info, x, mode)
     got = run_exported(path, x, fmt)
@@ -356,7 +360,7 @@ def test_export_matches_ssal(info: RunInfo, tmp_path: Path, fmt: str, mode: str)
     meta = json.loads(path.with_name(path.name + ".json").read_text())
     assert meta["outputs"] == ["probs", "g1", "g2"] and meta["mode"] == mode and len(meta["class_names"]) == 10
     if mode == "tr":
-        torch.testing.assert_close(got[0], info.model(x).main.softmax(1).detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got[0], info.model.eval()(x).main.softmax(1).detach(), atol=1e-5, rtol=1e-4)
 
 
 def test_export_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -380,3 +384,26 @@ def test_bad_inputs_one_line_exit_2(args: list[str], run_dir: Path, tmp_path: Pa
     r = ssal_cli(*[a.format(**fill) for a in args])
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(f"ssal {args[0]}: error:")
+
+
+# --- a run without branches (a baseline) ----------------------------------------------------------------
+@pytest.fixture
+def baseline(info: RunInfo) -> RunInfo:
+    """The trained backbone as a branch-less SSAL model, like the baseline run of ``ssal pipeline``."""
+    m = info.model
+    mean, std = m.mean.flatten().tolist(), m.std.flatten().tolist()
+    model = SSALModel(m.backbone, [], input_size=m.input_size, mean=mean, std=std).eval()
+    return dataclasses.replace(info, model=model, groupings=[], eta=[])
+
+
+def test_commands_on_a_baseline(info: RunInfo, baseline: RunInfo, tmp_path: Path) -> None:
+    x, y = digits_batch(info, 20)
+    rows = predict_tensor(baseline, x, top=3)
+    assert all(r["branches"] == [] and r["jp"] == r["tr"] for r in rows)
+    res = evaluate_attack(baseline, [(x, y)], "fgsm", [0.0, 4 / 255])
+    assert "jp_err" not in res[0] and not any(k.endswith("_group_err") for k in res[0])
+    path = export_run(baseline, tmp_path / "b.pt", "torchscript", "jp")
+    got = run_exported(path, x)
+    assert len(got) == 1 and max_difference(ssal_outputs(baseline, x), got) <= 1e-4
+    panels = explain_batch(info, x[:2], baseline=baseline)
+    assert [p.output for p in panels[0]] == ["g_f", "g1", "g2", "org"]

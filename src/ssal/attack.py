@@ -112,7 +112,7 @@ def attack(
     raise SSALError(f"unknown attack {method!r}; choose one of {', '.join(ATTACKS)}")
 
 
-def parse_eps(text: str | Sequence[str]) -> list[float]:
+def parse_eps(text: str | Sequence[str], what: str = "eps") -> list[float]:
     """Parse eps values like ``0,1/255,2/255,0.03`` (commas or separate items) into floats in [0, 1]."""
     items = text.split(",") if isinstance(text, str) else [t for s in text for t in str(s).split(",")]
     out = []
@@ -122,12 +122,12 @@ def parse_eps(text: str | Sequence[str]) -> list[float]:
         try:
             v = float(Fraction(t))
         except (ValueError, ZeroDivisionError):
-            raise SSALError(f"bad eps value {t!r}; use numbers like 0.03 or 8/255") from None
+            raise SSALError(f"bad {what} value {t!r}; use numbers like 0.03 or 8/255") from None
         if not 0.0 <= v <= 1.0:
-            raise SSALError(f"eps must lie in [0, 1] (pixel units), got {t}")
+            raise SSALError(f"{what} must lie in [0, 1] (pixel units), got {t}")
         out.append(v)
     if not out:
-        raise SSALError("give at least one eps value, e.g. --eps 0,1/255,2/255,4/255,8/255")
+        raise SSALError(f"give at least one {what} value, e.g. 0,1/255,2/255,4/255,8/255")
     return out
 
 

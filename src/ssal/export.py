@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .architecture import SSALModel
+from .attack import eval_mode
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json
 from .predict import input_size
@@ -58,10 +59,11 @@ class ExportWrapper(nn.Module):
 
 @torch.no_grad()
 def ssal_outputs(info: RunInfo, x: torch.Tensor, mode: str = "jp") -> tuple[torch.Tensor, ...]:
-    """The reference outputs (what the exported model must reproduce), computed by ssal itself."""
-    out = info.model.eval()(x, with_branches=True)
+    """The reference outputs (what the exported model must reproduce), computed by ssal itself in eval mode."""
+    with eval_mode(info.model):
+        out = info.model(x.to(next(info.model.parameters()).device), with_branches=True)
     main = joint_probability(out, info.gammas, info.eta) if mode == "jp" and out.aux else main_probability(out)
-    return (main, *(a.float().softmax(-1) for a in out.aux))
+    return tuple(t.cpu() for t in (main, *(a.float().softmax(-1) for a in out.aux)))
 
 
 def output_names(info: RunInfo) -> list[str]:
@@ -110,17 +112,21 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
     """Write the run's model to ``out`` as ONNX or TorchScript (traced), plus ``out + '.json'`` metadata."""
     if fmt not in EXPORT_FORMATS:
         raise SSALError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    out = Path(out)
-    model = info.model.cpu().eval()
-    wrapper = ExportWrapper(model, mode, info.eta).eval()
+    out, model = Path(out), info.model
+    device = next(model.parameters()).device
     x = torch.rand(2, *input_size(info))
-    if fmt == "torchscript":
-        with torch.no_grad(), _quiet_deprecations():
-            traced = torch.jit.trace(wrapper, (x,), check_trace=False)
-        atomic_write(out, lambda p: traced.save(str(p)))
-    else:
-        with _quiet_deprecations():
-            atomic_write(out, lambda p: _export_onnx(wrapper, x, p, output_names(info)))
+    try:  # export from CPU in eval mode; the caller's model gets its device and modes back
+        with eval_mode(model.cpu()):
+            wrapper = ExportWrapper(model, mode, info.eta).eval()
+            if fmt == "torchscript":
+                with torch.no_grad(), _quiet_deprecations():
+                    traced = torch.jit.trace(wrapper, (x,), check_trace=False)
+                atomic_write(out, lambda p: traced.save(str(p)))
+            else:
+                with _quiet_deprecations():
+                    atomic_write(out, lambda p: _export_onnx(wrapper, x, p, output_names(info)))
+    finally:
+        model.to(device)
     atomic_write_json(out.with_name(out.name + ".json"), _metadata(info, fmt, mode))
     return out
 

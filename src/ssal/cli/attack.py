@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import default_device
     from ..runs import load_run
 
-    eps = parse_eps(args.eps)
-    alpha = parse_eps(args.alpha)[0] if args.alpha is not None else None
+    eps = parse_eps(args.eps, "--eps")
+    alpha = parse_eps(args.alpha, "--alpha")[0] if args.alpha is not None else None
     if args.steps < 1:
         raise SSALError(f"--steps must be at least 1, got {args.steps}")
     if args.limit is not None and args.limit < 1:
