@@ -147,6 +147,7 @@ def output_heatmap(
     if method not in METHODS:
         raise SSALError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
     sel = OutputSelector(model, index)
+    x = x.to(next(model.parameters()).device)
     with eval_mode(model):
         layer, name, linear = find_feature_layer(sel, x)
         store: dict[str, torch.Tensor] = {}
@@ -197,7 +198,7 @@ def _names(info: RunInfo) -> list[str]:
 def _final_prediction(info: RunInfo, x: torch.Tensor) -> torch.Tensor:
     """+JP probabilities of a run (or +TR for a baseline), (B, C)."""
     with eval_mode(info.model):
-        out = info.model(x, with_branches=True)
+        out = info.model(x.to(next(info.model.parameters()).device), with_branches=True)
     return joint_probability(out, info.gammas, info.eta) if out.aux else main_probability(out)
 
 
