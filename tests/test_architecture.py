@@ -204,3 +204,30 @@ def test_linear_combination_fits_held_out_data() -> None:
     lc = fit_linear_combination(LinearCombination.features(out), y, Cn, [3, 2])
     acc = (lc(out).argmax(1) == y).float().mean().item()
     assert acc > 0.8  # groups x parity identify the class: far above f's chance level of 1/6
+
+
+def test_deepcopy_and_state_dict_roundtrip(groupings) -> None:
+    import copy
+
+    m = make(groupings).eval()
+    x = torch.randn(2, 3, 32, 32)
+    ref = m(x)
+    clone = copy.deepcopy(m)
+    out = clone(x)
+    assert torch.allclose(out.main, ref.main) and all(
+        torch.allclose(a, b) for a, b in zip(out.aux, ref.aux, strict=True)
+    )
+    with torch.no_grad():
+        clone.branches[0].head[-1].weight.add_(1.0)  # the copy's branch is its own: the original is unchanged
+    assert torch.allclose(m(x).aux[0], ref.aux[0]) and not torch.allclose(clone(x).aux[0], ref.aux[0])
+
+
+def test_atomic_write_permissions(tmp_path) -> None:
+    import os
+
+    from ssal.io import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.read_text() == "x" and (p.stat().st_mode & 0o777) == (0o666 & ~mask)

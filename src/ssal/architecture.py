@@ -71,6 +71,24 @@ def _as_tensor(out: object, what: str) -> torch.Tensor:
     raise SSALError(f"{what} returned {type(out).__name__}; an SSAL branch needs a tensor output")
 
 
+class _BranchHook:
+    """Forward hook on an attach point: runs its branches g_i right when h is produced, before any in-place op.
+
+    A plain object (not a closure), so that ``copy.deepcopy`` and pickling of the model rebind it to the copy.
+    """
+
+    def __init__(self, owner: SSALModel, at: str) -> None:
+        self.owner, self.at = owner, at
+
+    def __call__(self, module: nn.Module, inputs: object, output: object) -> None:
+        store = self.owner._aux_out
+        if store is not None:
+            h = _as_tensor(output, self.at)
+            for b in self.owner.branches:
+                if b.at == self.at:
+                    store[b.name] = b(h)
+
+
 class SSALModel(nn.Module):
     """A classifier f with auxiliary group classifiers g_i attached at named intermediate modules.
 
@@ -169,16 +187,8 @@ class SSALModel(nn.Module):
         if p is not None:
             self.branches.to(device=p.device, dtype=p.dtype)
 
-    def _make_hook(self, at: str) -> Callable:
-        branches = [b for b in self.branches if b.at == at]
-
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            if self._aux_out is not None:  # g_i runs right when h is produced, before any in-place op
-                h = _as_tensor(output, at)
-                for b in branches:
-                    self._aux_out[b.name] = b(h)
-
-        return hook
+    def _make_hook(self, at: str) -> _BranchHook:
+        return _BranchHook(self, at)
 
     # --- public API ---------------------------------------------------------------------------------
     @property
