@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="headline numbers only (under a minute on 2 CPU cores)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--model", default="fastnet_cifar", help="model of the headline measurements")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 64 with --quick, else 256")
     p.add_argument(
         "--precision",
         default="auto",
@@ -65,7 +65,7 @@ def headline(s: Any) -> dict[str, Any]:
     peak_fp32 = bench.matmul_peak_gflops(torch.float32)
     peak = peak_fp32 if precision == "32-true" else peak_bf16
     bare = bench.bare_train_throughput(s)
-    engine = bench.engine_train_throughput(s)
+    engine = bench.engine_train_throughput(s, num_batches=s.warmup + s.steps + 2)
     bare_ssal = bench.bare_train_throughput(s, QUICK_BRANCHES)
     flops = bench.train_step_flops(s)
     share = bench.branch_flop_share(s, QUICK_BRANCHES)
@@ -143,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import bench
 
     t0 = time.perf_counter()
+    sizes = {"batch_size": 64, "steps": 4, "warmup": 2} if args.quick else {"batch_size": 256, "steps": 8, "warmup": 3}
+    if args.batch_size:
+        sizes["batch_size"] = args.batch_size
     s = bench.BenchSettings(
-        model=args.model, batch_size=args.batch_size, precision=args.precision, channels_last=not args.no_channels_last
+        model=args.model, precision=args.precision, channels_last=not args.no_channels_last, **sizes
     )
     result: dict[str, Any] = {"machine": bench.machine_info(), "quick": bool(args.quick)}
     result.update(headline(s))
