@@ -1,0 +1,71 @@
+"""`ssal bench` runs and reports every key (values are measured, not asserted against time goals)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssal import bench
+from ssal.hardware import resolve_precision
+
+KEYS = (
+    "engine_vs_bare",
+    "ssal_step_cost",
+    "branch_flop_share",
+    "train_gflops_fraction_of_bf16_peak",
+    "grouping_seconds_c1000_k500",
+    "joint_prediction_overhead",
+)
+
+
+def test_flop_counts_are_consistent() -> None:
+    s = bench.BenchSettings(model="small_cnn", num_classes=10, batch_size=4, precision="32", channels_last=False)
+    branch = [{"at": "g2", "k": 5, "head": "conv32-gap"}]
+    share = bench.branch_flop_share(s, branch)
+    assert 0 < share < 5
+    base, with_branch = bench.train_step_flops(s), bench.train_step_flops(s, branch)
+    assert with_branch > base > 0
+    assert bench.branch_flop_share(s, [{"at": "g2", "k": 5, "head": "conv64-gap"}]) > share  # wider head, more
+
+
+def test_resolve_precision() -> None:
+    assert resolve_precision("32") == "32-true" and resolve_precision("bf16-mixed") == "bf16-mixed"
+    auto_cpu = resolve_precision("auto", "cpu")
+    assert auto_cpu in ("32-true", "bf16-mixed")
+    assert (auto_cpu == "bf16-mixed") == __import__("ssal.hardware").hardware.cpu_has_fast_bf16()
+
+
+@pytest.mark.slow
+def test_bench_quick_cli_writes_all_keys(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssal",
+            "bench",
+            "--quick",
+            "--model",
+            "small_cnn",
+            "--batch-size",
+            "8",
+            "--precision",
+            "32",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(out.read_text())
+    for key in KEYS:
+        assert isinstance(d[key], float) and d[key] > 0, key
+    assert d["engine_img_per_s"] > 0 and d["bare_img_per_s"] > 0 and d["machine"]["torch"] == torch.__version__
+    assert "engine_vs_bare" in r.stdout
