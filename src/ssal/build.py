@@ -118,13 +118,34 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
     return DataBundle("folder", len(names), names, None, "train", val, test, mean, std)
 
 
-def branch_configs(cfg: Config) -> list[dict[str, Any]]:
-    """The branch dicts ({at, k, head, name}) of the config; ``paper`` is looked up in the model registry."""
+BRANCH_KEYS = ("at", "k", "head", "name")
+
+
+def branch_configs(cfg: Config, num_classes: int | None = None) -> list[dict[str, Any]]:
+    """The branch dicts ({at, k, head, name}) of the config; ``paper`` is looked up in the model registry.
+
+    With ``num_classes``, the paper's group counts are scaled to that class count (``paper_branches``).
+    """
     from .models import paper_branches
 
     if cfg.ssal.branches == "paper":
-        return paper_branches(cfg.model.name)
-    return [dict(b) for b in cfg.ssal.branches]
+        return paper_branches(cfg.model.name, num_classes)
+    out = []
+    for i, b in enumerate(cfg.ssal.branches):
+        if not isinstance(b, dict):
+            raise SSALError(
+                f"ssal.branches[{i}] must be a mapping like {{at: g2, k: 20, head: conv128-gap}}, got {b!r}"
+            )
+        unknown = [key for key in b if key not in BRANCH_KEYS]
+        if unknown:
+            raise SSALError(
+                f"ssal.branches[{i}] has unknown key(s) {unknown} (allowed: {', '.join(BRANCH_KEYS)}; "
+                "in YAML flow style write 'at: g2' with a space after the colon)"
+            )
+        if "at" not in b or "k" not in b:
+            raise SSALError(f"ssal.branches[{i}] needs 'at' (attach point) and 'k' (number of groups), got {b}")
+        out.append(dict(b))
+    return out
 
 
 def _load_confusion(path: str) -> np.ndarray:
@@ -139,7 +160,7 @@ def _load_confusion(path: str) -> np.ndarray:
 
 def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
     """One ``Grouping`` per branch, from ``ssal.groupings`` (random, superclasses, confusion or JSON files)."""
-    branches = branch_configs(cfg)
+    branches = branch_configs(cfg, data.num_classes)
     s, C, names = cfg.ssal, data.num_classes, data.class_names
     if not branches:
         return []
@@ -181,7 +202,7 @@ def build_model(
     model = create_model(
         cfg.model.name,
         num_classes,
-        ssal=branch_configs(cfg),
+        ssal=branch_configs(cfg, num_classes),
         groupings=list(groupings) or None,
         mean=mean,
         std=std,

@@ -57,6 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ssal {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an unexpected failure, not bad input: one line; -v shows the traceback
+        if args.verbose:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(
+            f"ssal {args.command}: internal error: {type(e).__name__}: {msg} (rerun with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
