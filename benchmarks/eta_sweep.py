@@ -8,21 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from ssal.architecture import SSALOutput
 from ssal.build import load_data
+from ssal.evaluation import collect_outputs
 from ssal.prediction import joint_log_probs
 from ssal.runs import load_run
-
-
-@torch.no_grad()
-def outputs(model: torch.nn.Module, images: torch.Tensor, batch: int = 1000) -> SSALOutput:
-    """Model outputs on uint8 images (N, 3, H, W), concatenated over batches."""
-    outs = [model(images[i : i + batch].float() / 255) for i in range(0, len(images), batch)]
-    return SSALOutput(
-        torch.cat([o.main for o in outs]), tuple(torch.cat(t) for t in zip(*[o.aux for o in outs], strict=True))
-    )
 
 
 def main() -> None:
@@ -36,7 +25,10 @@ def main() -> None:
     print("| split | +TR | " + " | ".join(f"+JP eta={e:g}" for e in etas) + " |")
     print("|---|---|" + "---|" * len(etas))
     for name, split in (("val", data.val), ("test", data.test)):
-        out, y = outputs(info.model, split.images), split.labels
+        batches = [
+            (split.images[i : i + 1000].float() / 255, split.labels[i : i + 1000]) for i in range(0, len(split), 1000)
+        ]
+        out, y = collect_outputs(info.model, batches)
         tr = 100 * (out.main.argmax(1) == y).float().mean().item()
         jp = [100 * (joint_log_probs(out, info.gammas, e).argmax(1) == y).float().mean().item() for e in etas]
         print(f"| {name} | {tr:.2f} | " + " | ".join(f"{v:.2f}" for v in jp) + " |")
