@@ -48,6 +48,8 @@ def test_defaults_and_types() -> None:
         ({"data": {"name": "mnist"}}, "data.name"),
         ({"data": {"batch_size": True}}, "data.batch_size"),
         ({"trainer": {"devices": "two"}}, "trainer.devices"),
+        ({"trainer": {"limit_train_batches": 1.5}}, "trainer.limit_train_batches"),
+        ({"trainer": {"limit_train_batches": 0}}, "trainer.limit_train_batches"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(raw: dict, needle: str) -> None:

@@ -123,6 +123,24 @@ def test_train_writes_a_complete_run_dir(cifar100_dir: Path, tmp_path: Path) -> 
     assert float(rows[2]["wall_seconds"]) > float(rows[1]["wall_seconds"]) > 0
 
 
+def test_limit_train_batches_is_a_step_budget_with_a_full_schedule(tmp_path: Path) -> None:
+    """A fraction of each epoch's batches: fewer steps, the schedule still ends at final_lr, every epoch validated."""
+    from ssal.cli import main
+
+    demo = REPO / "configs" / "demo.yaml"
+    steps = {}
+    for lim in (1.0, 0.5):
+        run = tmp_path / f"lim{lim}"
+        args = ["train", "--config", str(demo), f"run_dir={run}", "ssal.branches=[]", "trainer.epochs=3"]
+        assert main([*args, "schedule.peak_epoch=1", f"trainer.limit_train_batches={lim}"]) == 0
+        rows = read_metrics(RunPaths(run).metrics)
+        assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(r["f_top1"] for r in rows)
+        assert float(rows[-1]["lr"]) == 0.0  # triangular schedule to final_lr 0 over the budget
+        steps[lim] = [int(r["step"]) for r in rows]
+    full = steps[1.0][0]
+    assert steps[0.5] == [full // 2 * e for e in (1, 2, 3)] and steps[1.0] == [full * e for e in (1, 2, 3)]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar100_dir: Path, tmp_path: Path, capsys) -> None:
     from ssal.cli import main
 

@@ -121,6 +121,7 @@ class TrainerConfig:
     """Where and how to run (Lightning Trainer): one code path from 1 CPU to N GPUs on M nodes."""
 
     epochs: int = 20
+    limit_train_batches: float = 1.0  # fraction of each epoch's batches to train on (step budgets, equal-time runs)
     accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
     devices: int | str = 1  # processes per node (int) or "auto"
     num_nodes: int = 1
@@ -245,6 +246,8 @@ def validate(cfg: Config) -> Config:
     """Check value ranges and choices that types alone cannot express."""
     d, s, o, sc, t = cfg.data, cfg.ssal, cfg.optim, cfg.schedule, cfg.trainer
     _need(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
+    lim = t.limit_train_batches
+    _need(0.0 < lim <= 1.0, "trainer.limit_train_batches", f"must be a fraction in (0, 1], got {lim}")
     from .data import DATASETS
 
     names = (*DATASETS, "folder")

@@ -390,6 +390,7 @@ def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool
             strategy=t.strategy,
             precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
             max_epochs=t.epochs,
+            limit_train_batches=t.limit_train_batches,
             logger=TensorBoardLogger(save_dir=str(paths.root), name="tb", version="", default_hp_metric=False),
             callbacks=[writer],
             plugins=[AtomicCheckpointIO()],
