@@ -1,7 +1,7 @@
 """Summarise benchmarks/cifar100_results.sh runs: mean ± std over seeds of +TR / +JP / +LC (test split).
 
 Run: python benchmarks/summarize_results.py RUNS_DIR   (RUNS_DIR holds s0/, s1/, ... each with baseline/, ssal/,
-baseline_5ep/ and their eval.json from `ssal evaluate`). Prints a Markdown table.
+baseline_5ep/, baseline_eqtime/ (benchmarks/cifar100_equal_time.sh) and their eval.json from `ssal evaluate`). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ import json
 import statistics
 from pathlib import Path
 
-RUNS = [("baseline", "baseline (4 epochs)"), ("baseline_5ep", "baseline (5 epochs)"), ("ssal", "SSAL (4 epochs)")]
+RUNS = [
+    ("baseline", "baseline (4 epochs)"),
+    ("baseline_eqtime", "baseline (SSAL's 4-epoch time)"),
+    ("baseline_5ep", "baseline (5 epochs)"),
+    ("ssal", "SSAL (4 epochs)"),
+]
 KEYS = [
     ("tr_top1", "+TR top-1"),
     ("jp_top1", "+JP top-1"),

@@ -40,6 +40,27 @@ def test_resolve_precision() -> None:
     assert (auto_cpu == "bf16-mixed") == __import__("ssal.hardware").hardware.cpu_has_fast_bf16()
 
 
+def test_interleaved_step_cost_sees_a_heavy_branch() -> None:
+    s = bench.BenchSettings(model="small_cnn", num_classes=10, batch_size=8, precision="32", channels_last=False)
+    s.steps, s.warmup = 3, 1
+    heavy = [{"at": "g1", "k": 5, "head": "conv256k3-conv256k3-gap"}]
+    assert bench.branch_flop_share(s, heavy) > 3
+    r = bench.interleaved_step_cost(s, heavy)
+    assert r["ratio"] > 1.5 and r["ssal_sec_per_step"] > r["base_sec_per_step"] > 0
+    assert r["base_img_per_s"] == pytest.approx(8 / r["base_sec_per_step"])
+
+
+def test_bench_config_takes_model_branches_and_batch_from_the_config(tmp_path: Path) -> None:
+    from ssal.cli.bench import from_config
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    s, branches = from_config(demo, bench.BenchSettings(), 10, None)
+    assert (s.model, s.model_options, s.batch_size, s.num_classes) == ("small_cnn", {"width": 16}, 64, 10)
+    assert (s.precision, s.channels_last) == ("32", False)
+    assert [b["at"] for b in branches] == ["g2", "g3"] and [b["k"] for b in branches] == [4, 5]
+    assert from_config(demo, bench.BenchSettings(), 10, 8)[0].batch_size == 8
+
+
 @pytest.mark.slow
 def test_bench_quick_cli_writes_all_keys(tmp_path: Path) -> None:
     out = tmp_path / "b.json"

@@ -12,7 +12,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "engine_train_throughput",
     "forward_flops",
     "grouping_seconds",
+    "interleaved_step_cost",
     "joint_prediction_overhead",
     "machine_info",
     "matmul_peak_gflops",
@@ -49,6 +50,7 @@ class BenchSettings:
     """What one throughput measurement trains: model, batch, precision, layout."""
 
     model: str = "fastnet_cifar"
+    model_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model's builder
     num_classes: int = 100
     batch_size: int = 256
     precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed
@@ -122,7 +124,7 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, b
 def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLoss, torch.Tensor, torch.Tensor]:
     device = _device()
     torch.manual_seed(0)
-    model = create_model(s.model, s.num_classes, ssal=branches).to(device)
+    model = create_model(s.model, s.num_classes, ssal=branches, **s.model_options).to(device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
     x = torch.rand(s.batch_size, *model_input_size(s.model), device=device)
@@ -167,6 +169,41 @@ def bare_train_throughput(s: BenchSettings, branches: Any = ()) -> dict[str, flo
     model.train()
     sec = _timed_steps(_train_step_fn(model, crit, x, y, s.precision), s.steps, s.warmup)
     return {"img_per_s": s.batch_size / sec, "sec_per_step": sec}
+
+
+def interleaved_step_cost(s: BenchSettings, branches: Any) -> dict[str, float]:
+    """Training-step time with the SSAL branches / without, from alternating steps of the two models.
+
+    Alternating the two bare loops step by step exposes both to the same background load, so the ratio (median
+    of per-pair ratios) stays meaningful on a shared machine where separate measurements drift.
+    """
+    steps = []
+    for br in ((), branches):
+        model, crit, x, y = _model_and_batch(s, list(br))
+        model.train()
+        steps.append(_train_step_fn(model, crit, x, y, s.precision))
+    device = _device()
+    for _ in range(s.warmup):
+        for step in steps:
+            step()
+    pairs = []
+    for _ in range(s.steps):
+        pair = []
+        for step in steps:
+            _sync(device)
+            t = time.perf_counter()
+            step()
+            _sync(device)
+            pair.append(time.perf_counter() - t)
+        pairs.append(pair)
+    base, ssal = (float(np.median([p[i] for p in pairs])) for i in (0, 1))
+    return {
+        "ratio": float(np.median([p[1] / p[0] for p in pairs])),
+        "base_sec_per_step": base,
+        "ssal_sec_per_step": ssal,
+        "base_img_per_s": s.batch_size / base,
+        "ssal_img_per_s": s.batch_size / ssal,
+    }
 
 
 def train_step_flops(s: BenchSettings, branches: Any = ()) -> int:

@@ -50,11 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto: bf16-mixed on GPUs and CPUs with bf16 hardware (AMX), else fp32",
     )
     p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="measure this training config instead: its model, options, branches, batch size, precision, layout",
+    )
+    p.add_argument("--num-classes", type=int, default=100, help="class count with --config (default 100)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 4 quick, 8 full)")
     p.set_defaults(func=run)
 
 
-def headline(s: Any) -> dict[str, Any]:
-    """The goal metrics of the issue for one model and setting."""
+def headline(s: Any, branches: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The goal metrics of the issue for one model and setting (default branches: ``QUICK_BRANCHES``)."""
     import torch
 
     from .. import bench
@@ -64,35 +72,36 @@ def headline(s: Any) -> dict[str, Any]:
     peak_bf16 = bench.matmul_peak_gflops(torch.bfloat16)
     peak_fp32 = bench.matmul_peak_gflops(torch.float32)
     peak = peak_fp32 if precision == "32-true" else peak_bf16
-    bare = bench.bare_train_throughput(s)
+    branches = QUICK_BRANCHES if branches is None else branches
+    cost = bench.interleaved_step_cost(s, branches)  # baseline and SSAL steps alternate: same background load
     engine = bench.engine_train_throughput(s, num_batches=s.warmup + s.steps + 2)
-    bare_ssal = bench.bare_train_throughput(s, QUICK_BRANCHES)
     flops = bench.train_step_flops(s)
-    share = bench.branch_flop_share(s, QUICK_BRANCHES)
-    achieved = flops / bare["sec_per_step"] / 1e9
+    share = bench.branch_flop_share(s, branches)
+    achieved = flops / cost["base_sec_per_step"] / 1e9
     return {
         "settings": {
             "model": s.model,
+            "model_options": s.model_options,
             "batch_size": s.batch_size,
             "precision": s.precision,
             "channels_last": s.channels_last,
-            "ssal_branches": QUICK_BRANCHES,
+            "ssal_branches": branches,
         },
         "training_precision": precision,
         "bf16_matmul_peak_gflops": peak_bf16,
         "fp32_matmul_peak_gflops": peak_fp32,
-        "bare_img_per_s": bare["img_per_s"],
+        "bare_img_per_s": cost["base_img_per_s"],
         "engine_img_per_s": engine["img_per_s"],
-        "engine_vs_bare": engine["img_per_s"] / bare["img_per_s"],
-        "ssal_img_per_s": bare_ssal["img_per_s"],
-        "ssal_step_cost": bare_ssal["sec_per_step"] / bare["sec_per_step"],
+        "engine_vs_bare": engine["img_per_s"] / cost["base_img_per_s"],
+        "ssal_img_per_s": cost["ssal_img_per_s"],
+        "ssal_step_cost": cost["ratio"],
         "branch_flop_share": share,
         "train_gflops": achieved,
         "train_gflops_fraction_of_bf16_peak": achieved / peak_bf16,
         # the goal is judged against the matmul peak of the precision actually used (bf16 may be emulated)
         "train_gflops_fraction_of_peak": achieved / peak,
         "grouping_seconds_c1000_k500": bench.grouping_seconds(),
-        "joint_prediction_overhead": bench.joint_prediction_overhead(s, QUICK_BRANCHES),
+        "joint_prediction_overhead": bench.joint_prediction_overhead(s, branches),
     }
 
 
@@ -107,19 +116,40 @@ def per_model(s: Any) -> list[dict[str, Any]]:
     for name, C, bs in FULL_MODELS:
         ms = dataclasses.replace(s, model=name, num_classes=C, batch_size=bs, steps=3, warmup=1)
         branches = paper_branches(name, C)
-        base, with_ssal = bench.bare_train_throughput(ms), bench.bare_train_throughput(ms, branches)
+        cost = bench.interleaved_step_cost(ms, branches)
         rows.append(
             {
                 "model": name,
                 "batch_size": bs,
-                "img_per_s": base["img_per_s"],
-                "ssal_img_per_s": with_ssal["img_per_s"],
-                "ssal_step_cost": with_ssal["sec_per_step"] / base["sec_per_step"],
+                "img_per_s": cost["base_img_per_s"],
+                "ssal_img_per_s": cost["ssal_img_per_s"],
+                "ssal_step_cost": cost["ratio"],
                 "branch_flop_share": bench.branch_flop_share(ms, branches),
             }
         )
-        log.info("%s: %.1f img/s, SSAL %.1f img/s", name, base["img_per_s"], with_ssal["img_per_s"])
+        log.info("%s: %.1f img/s, SSAL %.1f img/s", name, cost["base_img_per_s"], cost["ssal_img_per_s"])
     return rows
+
+
+def from_config(path: Path, s: Any, num_classes: int, batch_size: int | None) -> tuple[Any, list[dict[str, Any]]]:
+    """Bench settings and branches of a training config (the measurement's step counts are kept)."""
+    import dataclasses
+
+    from ..build import branch_configs
+    from ..config import load_config
+
+    cfg = load_config(path)
+    t = cfg.trainer
+    s = dataclasses.replace(
+        s,
+        model=cfg.model.name,
+        model_options=dict(cfg.model.options),
+        num_classes=num_classes,
+        batch_size=batch_size or cfg.data.batch_size,
+        precision=str(t.precision),
+        channels_last=t.channels_last,
+    )
+    return s, branch_configs(cfg, num_classes)
 
 
 def goal_lines(r: dict[str, Any]) -> list[str]:
@@ -146,11 +176,16 @@ def run(args: argparse.Namespace) -> int:
     sizes = {"batch_size": 64, "steps": 4, "warmup": 2} if args.quick else {"batch_size": 256, "steps": 8, "warmup": 3}
     if args.batch_size:
         sizes["batch_size"] = args.batch_size
+    if args.steps:
+        sizes["steps"] = args.steps
     s = bench.BenchSettings(
         model=args.model, precision=args.precision, channels_last=not args.no_channels_last, **sizes
     )
+    branches = None
+    if args.config:
+        s, branches = from_config(args.config, s, args.num_classes, args.batch_size)
     result: dict[str, Any] = {"machine": bench.machine_info(), "quick": bool(args.quick)}
-    result.update(headline(s))
+    result.update(headline(s, branches))
     if not args.quick:
         result["models"] = per_model(s)
     result["seconds"] = time.perf_counter() - t0
