@@ -1,7 +1,8 @@
 """Summarise benchmarks/cifar100_results.sh runs: mean ± std over seeds of +TR / +JP / +LC (test split).
 
 Run: python benchmarks/summarize_results.py RUNS_DIR   (RUNS_DIR holds s0/, s1/, ... each with baseline/, ssal/,
-baseline_5ep/, baseline_eqtime/ (benchmarks/cifar100_equal_time.sh) and their eval.json from `ssal evaluate`). Prints a Markdown table.
+baseline_5ep/, baseline_eqtime/ (benchmarks/cifar100_equal_time.sh) and their eval.json from `ssal evaluate`).
+Prints a Markdown table.
 """
 
 from __future__ import annotations
