@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,16 @@ def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: p
     printed = capsys.readouterr().out
     assert "+TR" in printed and "+JP" in printed and "+LC" in printed and "Parameters:" in printed
     assert main(["confusion", str(out / "ssal"), "--split", "test"]) == 0
+    # a released run (config, groupings, one checkpoint) evaluates elsewhere, with the data at --data-root
+    rel = tmp_path / "release" / "ssal"
+    shutil.copytree(out / "ssal" / "groupings", rel / "groupings")
+    shutil.copy(out / "ssal" / "config.yaml", rel / "config.yaml")
+    (rel / "checkpoints").mkdir()
+    shutil.copy(out / "ssal" / "checkpoints" / "last.ckpt", rel / "checkpoints" / "best.ckpt")
+    _fails_cleanly(["evaluate", str(rel), "--data-root", str(tmp_path / "nowhere")], capsys, "nowhere")
+    assert main(["evaluate", str(rel), "--data-root", str(cifar100_dir)]) == 0
+    released, original = (json.loads((d / "eval.json").read_text()) for d in (rel, out / "ssal"))
+    assert released["tr_top1"] == original["tr_top1"] and released["jp_top1"] == original["jp_top1"]
     assert np.load(out / "ssal" / "confusion_test.npy").sum() == 500
     # re-running skips the finished runs
     assert main([*args, "trainer.epochs=1", "schedule.name=constant"]) == 0

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
     p.add_argument("--split", default="test", choices=("test", "val"), help="split to report on (default test)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument(
+        "--data-root", type=Path, metavar="DIR", help="the data set's location on this machine (overrides data.root)"
+    )
     p.set_defaults(func=run)
 
 
@@ -35,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runs import load_run
 
     info = load_run(args.run_dir, args.checkpoint)
+    if args.data_root is not None:  # e.g. a released run evaluated on another machine
+        info.config.data.root = str(args.data_root)
     rep = evaluate_run(info, split=args.split, device=torch.device(args.device) if args.device else None)
     stem = "eval" if args.split == "test" else f"eval_{args.split}"
     md, _ = save_report(rep, args.run_dir, stem)
