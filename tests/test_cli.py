@@ -192,6 +192,15 @@ def test_corrupt_checkpoint(cifar100_dir: Path, tmp_path: Path, capsys: pytest.C
     _fails_cleanly(["evaluate", str(tmp_path / "no_run")], capsys, "not found")
 
 
+def test_overrides_may_follow_an_option(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--config", str(MINI), "optim.lr=0.5", "--print-config", "trainer.epochs=3"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["lr"] == 0.5 and cfg["trainer"]["epochs"] == 3
+    with pytest.raises(SystemExit) as e:  # anything else left over is still argparse's error
+        main(["train", "--config", str(MINI), "optim.lr=0.5", "--print-config", "--bogus"])
+    assert e.value.code == 2 and "--bogus" in capsys.readouterr().err
+
+
 def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "--config", str(MINI), "--print-config", "optim.lr=0.5"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
