@@ -103,6 +103,9 @@ def test_pipeline_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "| baseline |" in report and "| ssal | 2 join |" in report
     ev = json.loads((tmp_path / "out" / "ssal" / "eval.json").read_text())
     assert ev["num_samples"] == 12 and ev["group_acc"]
+    # no test/ folder: val/ is the test set, and validation, confusion and +LC use a held-out part of train/
+    assert ev["lc_fitted_on"] == "val"
+    assert np.load(tmp_path / "out" / "baseline" / "confusion.npy").sum() == 4  # round(0.1 x 8) = 1 image per class
 
 
 def _dry_run_cases() -> list[tuple[Path, str | None]]:

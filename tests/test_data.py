@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,40 @@ def test_build_folder_loader(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SSALError, match="ImageFolder"):
         build_folder_loader(tmp_path, "empty", 2, train=False, workers=0)
+
+
+def test_folder_holdout_split_and_bundle(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ssal.build import load_data
+    from ssal.config import DataConfig
+    from ssal.data import FolderSplit
+
+    for split, n in (("train", 10), ("val", 2)):
+        for c in ("ant", "bee", "cat"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for j in range(n):
+                Image.new("RGB", (20, 20), (10 * j, 0, 0)).save(tmp_path / split / c / f"{j}.png")
+    kw = {"train": False, "workers": 0, "image_size": 16, "resize": 16}
+    parts = {
+        p: build_folder_loader(tmp_path, FolderSplit("train", p, 0.2, seed=3), 4, **kw).dataset
+        for p in ("holdout", "rest")
+    }
+    held, rest = (set(parts[p].indices) for p in ("holdout", "rest"))
+    assert not held & rest and held | rest == set(range(30))
+    folder = parts["holdout"].dataset
+    assert sorted(folder.targets[i] for i in held) == [0, 0, 1, 1, 2, 2]  # stratified: 20 % of each class
+    again = build_folder_loader(tmp_path, FolderSplit("train", "holdout", 0.2, seed=3), 4, **kw).dataset
+    assert set(again.indices) == held
+    # only val/: it is the test set, validation is held out of train/; with test/ too, val/ validates
+    data = load_data(DataConfig(name="folder", root=str(tmp_path), val_fraction=0.2))
+    assert data.test == FolderSplit("val") and data.val == FolderSplit("train", "holdout", 0.2, 0)
+    assert data.train == FolderSplit("train", "rest", 0.2, 0)
+    data = load_data(DataConfig(name="folder", root=str(tmp_path), val_fraction=0.0))
+    assert data.val == data.test == FolderSplit("val") and data.train == FolderSplit("train")
+    shutil.copytree(tmp_path / "val", tmp_path / "test")
+    data = load_data(DataConfig(name="folder", root=str(tmp_path), val_fraction=0.2))
+    assert (data.train, data.val, data.test) == (FolderSplit("train"), FolderSplit("val"), FolderSplit("test"))
 
 
 # --------------------------------------------------------------------------------------------- bad inputs

@@ -112,10 +112,19 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
     names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if len(names) < 2:
         raise SSALError(f"{root}/train has {len(names)} class folders; need at least 2")
-    val = "val" if (root / "val").is_dir() else None
-    test = "test" if (root / "test").is_dir() else val  # ImageNet: the official val set is the test set
+    from .data import FolderSplit
+
+    has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
+    train: Any = FolderSplit("train")
+    val: Any = FolderSplit("val") if has_val else None
+    test: Any = FolderSplit("test") if has_test else val  # ImageNet: the official val set is the test set
+    if not (has_val and has_test) and cfg.val_fraction > 0:  # validate on a held-out part of train/ (paper Sec. 4.1)
+        val = FolderSplit("train", "holdout", cfg.val_fraction, cfg.split_seed)
+        train = FolderSplit("train", "rest", cfg.val_fraction, cfg.split_seed)
+    elif val is not None and val is test:
+        log.warning("data.val_fraction is 0: validating on the test split (%s)", test)
     mean, std = _stats(cfg, None)
-    return DataBundle("folder", len(names), names, None, "train", val, test, mean, std)
+    return DataBundle("folder", len(names), names, None, train, val, test, mean, std)
 
 
 BRANCH_KEYS = ("at", "k", "head", "name")

@@ -8,7 +8,7 @@ augmentation is batched). Large images (ImageNet, any ImageFolder) use ``build_f
 from .arrays import NORMALIZATION, ImageArrays, split_train_val
 from .cifar_pickle import download_cifar100
 from .device_loader import AUGMENTATIONS, DeviceLoader, augment_batch
-from .folder import build_folder_loader, folder_transforms
+from .folder import FolderSplit, build_folder_loader, folder_transforms
 from .sources import DATASETS, load_arrays
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "DATASETS",
     "NORMALIZATION",
     "DeviceLoader",
+    "FolderSplit",
     "ImageArrays",
     "augment_batch",
     "build_folder_loader",

@@ -5,14 +5,34 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import SSALError
+from .arrays import _stratified_val_indices
 
-__all__ = ["build_folder_loader", "folder_transforms"]
+__all__ = ["FolderSplit", "build_folder_loader", "folder_transforms"]
+
+
+@dataclass(frozen=True)
+class FolderSplit:
+    """A split of an ImageFolder data set: a subfolder, or a seeded stratified part of one.
+
+    ``part="holdout"`` is ``fraction`` of every class of ``folder`` (the validation split carved from train/, as for
+    the in-memory data sets); ``part="rest"`` is everything else. The same seed always gives the same parts.
+    """
+
+    folder: str
+    part: str = "all"  # all | holdout | rest
+    fraction: float = 0.0
+    seed: int = 0
+
+    def __str__(self) -> str:
+        return self.folder if self.part == "all" else f"{self.folder}[{self.part} {self.fraction:g}]"
+
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +65,7 @@ def _image_folder(folder: Path, train: bool, image_size: int, resize: int):
 
 def build_folder_loader(
     root: str | os.PathLike,
-    split: str,
+    split: str | FolderSplit,
     batch_size: int,
     *,
     train: bool,
@@ -64,7 +84,14 @@ def build_folder_loader(
     """
     if batch_size < 1 or workers < 0:
         raise SSALError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
-    dataset = _image_folder(Path(root).expanduser() / split, train, image_size, resize)
+    split = split if isinstance(split, FolderSplit) else FolderSplit(split)
+    folder = _image_folder(Path(root).expanduser() / split.folder, train, image_size, resize)
+    dataset = folder
+    if split.part != "all":
+        held = _stratified_val_indices(torch.as_tensor(folder.targets), split.fraction, split.seed)
+        keep = torch.ones(len(folder), dtype=torch.bool)
+        keep[held] = False
+        dataset = Subset(folder, (held if split.part == "holdout" else torch.nonzero(keep).flatten()).tolist())
     sampler, gen = None, torch.Generator().manual_seed(seed)
     if distributed:
         if not 0 <= rank < world_size:
@@ -81,6 +108,6 @@ def build_folder_loader(
         persistent_workers=workers > 0,
         generator=gen,
     )
-    loader.class_names = list(dataset.classes)
-    log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(dataset.classes))
+    loader.class_names = list(folder.classes)
+    log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(folder.classes))
     return loader
