@@ -59,6 +59,7 @@ def main() -> None:
         right.plot(KS, [100 / k for k in KS], ":", color="gray", label="chance")
         for ax, title in ((left, "SSAL model (test top-1 %)"), (right, "auxiliary classifier (group acc. %)")):
             ax.set_xscale("log")
+            ax.minorticks_off()
             ax.set_xticks(KS, [str(k) for k in KS])
             ax.set_xlabel("number of groups k")
             ax.set_title(title)
