@@ -59,6 +59,7 @@ def test_bench_config_takes_model_branches_and_batch_from_the_config(tmp_path: P
     assert (s.precision, s.channels_last) == ("32", False)
     assert [b["at"] for b in branches] == ["g2", "g3"] and [b["k"] for b in branches] == [4, 5]
     assert from_config(demo, bench.BenchSettings(), 10, 8)[0].batch_size == 8
+    assert from_config(demo, bench.BenchSettings(), None, None)[0].num_classes == 10  # the data set's (digits)
 
 
 @pytest.mark.slow

@@ -29,7 +29,6 @@ from .prediction import joint_log_probs
 
 __all__ = [
     "BenchSettings",
-    "bare_train_throughput",
     "branch_flop_share",
     "engine_train_throughput",
     "forward_flops",
@@ -134,19 +133,21 @@ def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLo
     return model, SSALLoss(model.gammas).to(device), x, y
 
 
+def _seconds(step: Callable[[], None], device: torch.device) -> float:
+    """Wall time of one call of ``step``, with the device synchronised before and after."""
+    _sync(device)
+    t = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - t
+
+
 def _timed_steps(step: Callable[[], None], steps: int, warmup: int) -> float:
     """Median seconds per call of ``step`` after ``warmup`` calls."""
     device = _device()
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return float(np.median([_seconds(step, device) for _ in range(steps)]))
 
 
 def _train_step_fn(model: SSALModel, crit: SSALLoss, x: torch.Tensor, y: torch.Tensor, precision: str) -> Callable:
@@ -161,14 +162,6 @@ def _train_step_fn(model: SSALModel, crit: SSALLoss, x: torch.Tensor, y: torch.T
         opt.zero_grad(set_to_none=True)
 
     return step
-
-
-def bare_train_throughput(s: BenchSettings, branches: Any = ()) -> dict[str, float]:
-    """img/s and s/step of a plain PyTorch training loop on one pre-loaded batch (the reference for the engine)."""
-    model, crit, x, y = _model_and_batch(s, list(branches))
-    model.train()
-    sec = _timed_steps(_train_step_fn(model, crit, x, y, s.precision), s.steps, s.warmup)
-    return {"img_per_s": s.batch_size / sec, "sec_per_step": sec}
 
 
 def interleaved_step_cost(s: BenchSettings, branches: Any) -> dict[str, float]:
@@ -186,16 +179,7 @@ def interleaved_step_cost(s: BenchSettings, branches: Any) -> dict[str, float]:
     for _ in range(s.warmup):
         for step in steps:
             step()
-    pairs = []
-    for _ in range(s.steps):
-        pair = []
-        for step in steps:
-            _sync(device)
-            t = time.perf_counter()
-            step()
-            _sync(device)
-            pair.append(time.perf_counter() - t)
-        pairs.append(pair)
+    pairs = [[_seconds(step, device) for step in steps] for _ in range(s.steps)]
     base, ssal = (float(np.median([p[i] for p in pairs])) for i in (0, 1))
     return {
         "ratio": float(np.median([p[1] / p[0] for p in pairs])),

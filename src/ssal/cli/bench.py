@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="measure this training config instead: its model, options, branches, batch size, precision, layout",
     )
-    p.add_argument("--num-classes", type=int, default=100, help="class count with --config (default 100)")
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="class count with --config (default: the config's data set)"
+    )
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 4 quick, 8 full)")
     p.set_defaults(func=run)
 
@@ -131,14 +133,21 @@ def per_model(s: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def from_config(path: Path, s: Any, num_classes: int, batch_size: int | None) -> tuple[Any, list[dict[str, Any]]]:
-    """Bench settings and branches of a training config (the measurement's step counts are kept)."""
+def from_config(
+    path: Path, s: Any, num_classes: int | None, batch_size: int | None
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Bench settings and branches of a training config (the measurement's step counts are kept).
+
+    ``num_classes`` defaults to the class count of the config's data set (``data.num_classes`` for folders).
+    """
     import dataclasses
 
-    from ..build import branch_configs
+    from ..build import branch_configs, load_data
     from ..config import load_config
 
     cfg = load_config(path)
+    if num_classes is None:
+        num_classes = load_data(cfg.data, dry_run=True).num_classes
     t = cfg.trainer
     s = dataclasses.replace(
         s,

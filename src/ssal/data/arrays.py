@@ -103,6 +103,14 @@ def _stratified_val_indices(labels: Tensor, val_fraction: float, seed: int) -> T
     return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
 
 
+def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Sorted indices (rest, held out) of a seeded per-class random ``fraction`` of the samples held out."""
+    held = _stratified_val_indices(labels, fraction, seed)
+    keep = torch.ones(labels.numel(), dtype=torch.bool)
+    keep[held] = False
+    return torch.nonzero(keep).flatten(), held
+
+
 def split_train_val(data: ImageArrays, val_fraction: float, seed: int = 0) -> tuple[ImageArrays, ImageArrays]:
     """Carve a stratified validation split from training data (the paper validates on a small part of train).
 
@@ -113,8 +121,6 @@ def split_train_val(data: ImageArrays, val_fraction: float, seed: int = 0) -> tu
         raise SSALError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_fraction == 0.0:
         return data, data.subset(torch.zeros(0, dtype=torch.long))
-    val_idx = _stratified_val_indices(data.labels, val_fraction, seed)
-    keep = torch.ones(len(data), dtype=torch.bool)
-    keep[val_idx] = False
-    log.debug("split %s: %d train / %d val", data.name, int(keep.sum()), val_idx.numel())
-    return data.subset(torch.nonzero(keep).flatten()), data.subset(val_idx)
+    train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
+    log.debug("split %s: %d train / %d val", data.name, train_idx.numel(), val_idx.numel())
+    return data.subset(train_idx), data.subset(val_idx)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import SSALError
-from .arrays import _stratified_val_indices
+from .arrays import stratified_split
 
 __all__ = ["FolderSplit", "build_folder_loader", "folder_transforms"]
 
@@ -88,10 +88,8 @@ def build_folder_loader(
     folder = _image_folder(Path(root).expanduser() / split.folder, train, image_size, resize)
     dataset = folder
     if split.part != "all":
-        held = _stratified_val_indices(torch.as_tensor(folder.targets), split.fraction, split.seed)
-        keep = torch.ones(len(folder), dtype=torch.bool)
-        keep[held] = False
-        dataset = Subset(folder, (held if split.part == "holdout" else torch.nonzero(keep).flatten()).tolist())
+        rest, held = stratified_split(torch.as_tensor(folder.targets), split.fraction, split.seed)
+        dataset = Subset(folder, (held if split.part == "holdout" else rest).tolist())
     sampler, gen = None, torch.Generator().manual_seed(seed)
     if distributed:
         if not 0 <= rank < world_size:

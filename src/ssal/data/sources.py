@@ -168,14 +168,12 @@ def load_digits(split: str) -> ImageArrays:
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
-    from .arrays import _stratified_val_indices
+    from .arrays import stratified_split
 
     bunch = sk_load_digits()
     grey = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))  # (N, 8, 8), values 0..16
     images = grey.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, None].expand(-1, 3, -1, -1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
-    is_test = torch.zeros(labels.numel(), dtype=torch.bool)
-    is_test[_stratified_val_indices(labels, 0.2, seed=0)] = True
-    mask = is_test if split == "test" else ~is_test
-    idx = torch.nonzero(mask).flatten()
+    train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
+    idx = test_idx if split == "test" else train_idx
     return ImageArrays(images[idx].contiguous(), labels[idx], [str(d) for d in range(10)], name="digits")
