@@ -179,6 +179,11 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
         out = [Grouping.load(p) for p in s.groupings]
     elif s.groupings == "random" or placeholder:
         out = [random_grouping(C, int(b["k"]), s.grouping_seed + i, names) for i, b in enumerate(branches)]
+    elif s.groupings in ("online", "weights"):  # placeholders with the right k; made during training (ssal.online)
+        out = [
+            Grouping(tuple(c % int(b["k"]) for c in range(C)), int(b["k"]), source="online:pending", class_names=names)
+            for b in branches
+        ]
     elif s.groupings == "superclasses":
         if data.fine_to_coarse is None:
             raise SSALError(f"data set {data.name!r} has no superclasses; use ssal.groupings=random or confusion")

@@ -81,7 +81,9 @@ class SSALConfig:
     """Branches, their groupings, the loss weights (paper Eq. 3) and eta of the joint prediction (Sec. 3.4)."""
 
     branches: str | list[dict[str, Any]] = field(default_factory=list)  # [] (baseline) | paper | [{at, k, head}]
-    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | list of grouping JSON files
+    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | online | weights | JSON files
+    group_epoch: float = 1.0  # online / weights: epochs of main-only training before the groups are made
+    regroup_every: float = 0.0  # online / weights: remake the groups every N epochs after group_epoch (0: never)
     confusion: str | None = None  # C x C .npy (ssal confusion RUN_DIR); ssal pipeline fills it in
     criterion: str = "join"  # join (similar classes together) | split (paper Sec. 3.1)
     refine: bool = False
@@ -257,8 +259,11 @@ def validate(cfg: Config) -> Config:
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
     _need(d.max_shift >= 0 and d.workers >= 0, "data.max_shift", "max_shift and workers must be >= 0")
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
-    choices = ("random", "superclasses", "confusion")
+    choices = ("random", "superclasses", "confusion", "online", "weights")
     _need(isinstance(s.groupings, list) or s.groupings in choices, "ssal.groupings", f"must be one of {choices}")
+    if s.groupings in ("online", "weights"):
+        _need(0.0 <= s.group_epoch < t.epochs, "ssal.group_epoch", f"must be in [0, trainer.epochs), got {s.group_epoch}")
+        _need(s.regroup_every >= 0, "ssal.regroup_every", f"must be >= 0 (0: never), got {s.regroup_every}")
     _need(s.criterion in ("join", "split"), "ssal.criterion", f"must be join or split, got {s.criterion!r}")
     etas = s.eta if isinstance(s.eta, list) else [s.eta]
     _need(all(0.0 < e <= 1.0 for e in etas), "ssal.eta", f"must be in (0, 1], got {s.eta}")

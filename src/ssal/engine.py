@@ -188,7 +188,8 @@ class SSALTask(L.LightningModule):
         parts = self.loss(self(x), y)
         b = float(y.shape[0])
         with torch.no_grad():
-            terms = torch.stack([parts.total, parts.main, *parts.aux]).detach().double()
+            aux = list(parts.aux) + [torch.zeros_like(parts.main)] * (len(self.model.branches) - len(parts.aux))
+            terms = torch.stack([parts.total, parts.main, *aux]).detach().double()  # aux 0 while branches are off
             self.train_sums[:-1] += terms * b
             self.train_sums[-1] += b
             self.nonfinite += (~torch.isfinite(parts.total.detach())).double()
@@ -218,7 +219,8 @@ class SSALTask(L.LightningModule):
 
     # validation -----------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self.metrics = SSALMetrics(self.model.gammas, self.eta)
+        on = self.model.branches_enabled  # off before the groups of an online grouping exist
+        self.metrics = SSALMetrics(self.model.gammas if on else [], self.eta if on else [])
         self.val_loss_sum = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -304,8 +306,8 @@ class RunWriter(L.Callback):
     metrics.csv never holds duplicated or missing epochs.
     """
 
-    def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None) -> None:
-        self.paths, self.monitor, self.on_setup = paths, monitor, on_setup
+    def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None, compute: Any = None) -> None:
+        self.paths, self.monitor, self.on_setup, self.compute = paths, monitor, on_setup, compute
         self.best = -math.inf
         self.wall = 0.0  # training seconds summed over all sessions of this run
         self._t0 = self._tval = 0.0
@@ -343,6 +345,8 @@ class RunWriter(L.Callback):
         row.update(pl_module.val_result or {})
         row.update({"epoch_seconds": now - self._t0, "train_img_per_s": row["train_samples"] / max(train_s, 1e-9)})
         row["wall_seconds"] = self.wall
+        if self.compute is not None:
+            row["train_flops"] = self.compute.total
         improved = pl_module.val_result is not None and row.get(self.monitor, -math.inf) > self.best
         if improved:
             self.best = float(row[self.monitor])
@@ -377,22 +381,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location="cpu")
 
 
-def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool) -> L.Trainer:
+def build_trainer(
+    cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool, callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
     """The Lightning Trainer of a run: devices, nodes, strategy, precision, logging, progress bar."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from .online import ONLINE_SOURCES
+
     t = cfg.trainer
+    strategy = t.strategy
+    many = t.num_nodes > 1 or t.devices == "auto" or int(t.devices) > 1
+    if cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches and many and strategy in ("auto", "ddp"):
+        strategy = "ddp_find_unused_parameters_true"  # the branches take no part in steps before group_epoch
     try:
         return L.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,
             num_nodes=t.num_nodes,
-            strategy=t.strategy,
+            strategy=strategy,
             precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
             max_epochs=t.epochs,
             limit_train_batches=t.limit_train_batches,
             logger=TensorBoardLogger(save_dir=str(paths.root), name="tb", version="", default_hp_metric=False),
-            callbacks=[writer],
+            callbacks=[*(callbacks or []), writer],
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False,
             enable_progress_bar=t.progress_bar and sys.stderr.isatty(),  # no bar spam in log files
@@ -474,14 +486,17 @@ def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResul
 
 
 def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
-    from .build import build_loss, build_model, eta_values, load_data, resolve_groupings
+    from .build import branch_configs, build_loss, build_model, eta_values, load_data, resolve_groupings
+    from .compute import ComputeMeter
+    from .online import ONLINE_SOURCES, OnlineGrouping
 
     quiet_lightning()
     paths = RunPaths(Path(cfg.run_dir))
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
-    if ckpt is not None:
+    online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
+    if ckpt is not None and not online:
         _saved_groupings(cfg, paths)
     groupings = resolve_groupings(cfg, data, placeholder=dry_run and cfg.ssal.groupings == "confusion")
     model = build_model(cfg, data.num_classes, groupings, data)
@@ -505,8 +520,21 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
         check_every=cfg.trainer.log_every_n_steps,
     )
     monitor = "jp_top1" if groupings else "f_top1"
-    writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, groupings))
-    trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None)
+    callbacks: list[L.Callback] = []
+    if online:
+        s = cfg.ssal
+        grouper = OnlineGrouping(
+            branch_configs(cfg, data.num_classes), str(s.groupings), s.group_epoch, s.regroup_every,
+            s.criterion, s.grouping_seed, s.refine, s.size_margin, paths, data.class_names,
+        )  # fmt: skip
+        callbacks.append(grouper)
+        meter = ComputeMeter(extra=lambda: grouper.pass_flops)
+    else:
+        meter = ComputeMeter()
+    callbacks.append(meter)
+    files = [] if online else groupings  # online groupings are written when they are made
+    writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, files), compute=meter)
+    trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks)
     try:
         trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
     except RuntimeError as e:

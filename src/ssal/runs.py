@@ -188,6 +188,11 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
     if not isinstance(meta, dict) or "config" not in meta:
         raise SSALError(f"{ckpt_path} has no ssal metadata (config, groupings)")
     cfg = config_from_dict(meta["config"])
+    if meta.get("groupings_pending"):
+        raise SSALError(
+            f"{ckpt_path} was saved before the run's online groupings existed (ssal.group_epoch="
+            f"{cfg.ssal.group_epoch}); train past it, or pick a later checkpoint"
+        )
     groupings = [Grouping.from_dict(d, where=f"{ckpt_path} grouping") for d in meta.get("groupings", [])]
     names = meta.get("class_names")
     num_classes = int(meta["num_classes"])

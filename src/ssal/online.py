@@ -1,0 +1,223 @@
+"""Autogenous groupings in one run: the groups come from the model being trained (paper Sec. 3.1, one pass).
+
+With ``ssal.groupings: online`` a run trains f alone (branches skipped: no compute, no loss) until
+``ssal.group_epoch`` E0. At E0 it computes f's confusion matrix on its validation split (summed over DDP ranks),
+builds each branch's grouping with the configured criterion and k (paper Eq. 1-2 and supplementary A), loads
+them into the branches and the loss, writes ``groupings/g*.json`` (marked ``online`` with their epoch) and trains
+on with the branches. ``ssal.groupings: weights`` does the same from the cosine similarity of f's class weights
+(its last linear layer; no data pass). ``ssal.regroup_every`` recomputes the groups every N epochs after E0.
+
+The callback's state (when groups were made, and the groupings) is part of every checkpoint, so a resumed run
+continues with the same groups; gamma itself lives in the model's and the loss's buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from .architecture import SSALModel
+from .errors import SSALError
+from .grouping import Grouping, group_from_confusion
+from .runs import RunPaths
+
+__all__ = ["ONLINE_SOURCES", "OnlineGrouping", "confusion_matrix", "weight_similarity"]
+
+log = logging.getLogger(__name__)
+
+#: ``ssal.groupings`` values whose groups are made during training.
+ONLINE_SOURCES = ("online", "weights")
+
+
+@torch.no_grad()
+def confusion_matrix(
+    model: SSALModel, loader: Any, num_classes: int, autocast: Any = None
+) -> tuple[torch.Tensor, int]:
+    """f's C x C confusion counts (rows: true class) over ``loader``, and the input samples seen."""
+    was_training = model.training
+    model.eval()
+    conf: torch.Tensor | None = None
+    n = 0
+    try:
+        for x, y in loader:
+            ctx = autocast() if autocast is not None else torch.autocast("cpu", enabled=False)
+            with ctx:
+                pred = model(x, with_branches=False).main.argmax(1)
+            idx = y.to(pred.device).long() * num_classes + pred
+            counts = torch.bincount(idx, minlength=num_classes * num_classes)
+            conf = counts if conf is None else conf + counts
+            n += int(y.numel())
+    finally:
+        model.train(was_training)
+    if conf is None:
+        raise SSALError("online groupings need a validation split with samples (data.val_fraction > 0)")
+    return conf.view(num_classes, num_classes), n
+
+
+def _class_layer(backbone: nn.Module, num_classes: int) -> nn.Linear:
+    last = None
+    for m in backbone.modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_classes:
+            last = m
+    if last is None:
+        raise SSALError(
+            f"ssal.groupings=weights needs a final nn.Linear with {num_classes} outputs in the backbone; "
+            "use ssal.groupings=online (confusion on the validation split) instead"
+        )
+    return last
+
+
+@torch.no_grad()
+def weight_similarity(model: SSALModel) -> np.ndarray:
+    """A C x C confusion-like matrix from f's class weights: max(cos(w_a, w_b), 0), zero diagonal."""
+    w = _class_layer(model.backbone, model.num_classes).weight.detach().float()
+    w = torch.nn.functional.normalize(w, dim=1)
+    s = (w @ w.T).clamp_min(0.0)
+    s.fill_diagonal_(0.0)
+    return s.cpu().double().numpy()
+
+
+class OnlineGrouping(L.Callback):
+    """Makes the groupings of every branch from the model being trained, at ``group_epoch`` (and later).
+
+    Args:
+        branches: the branch configs ({at, k, ...}) in model order.
+        source: ``online`` (validation confusion of f) or ``weights`` (similarity of f's class weights).
+        group_epoch: epochs of main-only training before the groups exist (a float).
+        regroup_every: epochs between later recomputations (0: never).
+        criterion, seed, refine, size_margin: how the balanced clustering groups (``group_from_confusion``).
+        paths: the run directory (``groupings/g*.json`` are written there by rank 0).
+        class_names: names stored in the groupings.
+    """
+
+    def __init__(
+        self,
+        branches: list[dict[str, Any]],
+        source: str,
+        group_epoch: float,
+        regroup_every: float = 0.0,
+        criterion: str = "join",
+        seed: int = 0,
+        refine: bool = False,
+        size_margin: float | None = None,
+        paths: RunPaths | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        if source not in ONLINE_SOURCES:
+            raise SSALError(f"online grouping source must be one of {ONLINE_SOURCES}, got {source!r}")
+        self.branches, self.source = branches, source
+        self.group_epoch, self.regroup_every = float(group_epoch), float(regroup_every)
+        self.criterion, self.seed, self.refine, self.size_margin = criterion, seed, refine, size_margin
+        self.paths, self.class_names = paths, class_names
+        self.done_steps: list[int] = []  # global steps at which groups were made
+        self.groupings: list[dict[str, Any]] = []  # the current groupings (to_dict), empty before E0
+        self.pass_flops = 0  # FLOPs of the confusion passes (counted as training compute)
+        self._steps_per_epoch = 0
+
+    # --- state -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"done_steps": list(self.done_steps), "groupings": list(self.groupings), "pass_flops": self.pass_flops}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done_steps = [int(s) for s in state.get("done_steps", [])]
+        self.groupings = list(state.get("groupings", []))
+        self.pass_flops = int(state.get("pass_flops", 0))
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the groups exist (the branches train)."""
+        return bool(self.done_steps)
+
+    def schedule(self, steps_per_epoch: int, max_steps: int) -> list[int]:
+        """The global steps at which groups are made: round(E0 * steps), then every ``regroup_every`` epochs."""
+        first = max(int(round(self.group_epoch * steps_per_epoch)), 0)
+        out = [first]
+        if self.regroup_every > 0:
+            every = max(int(round(self.regroup_every * steps_per_epoch)), 1)
+            out += list(range(first + every, max_steps, every))
+        return [s for s in out if s < max_steps]
+
+    # --- hooks -----------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps_per_epoch = int(trainer.num_training_batches)
+        model: SSALModel = pl_module.model
+        model.branches_enabled = self.grouped
+        if self.grouped:  # resumed after E0: gamma came back with the state dict; the metadata from our state
+            pl_module.meta["groupings"] = list(self.groupings)
+        else:
+            pl_module.meta["groupings_pending"] = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step in self.done_steps:
+            return
+        max_steps = self._steps_per_epoch * int(trainer.max_epochs or 1)
+        if step in self.schedule(self._steps_per_epoch, max_steps):
+            self.regroup(trainer, pl_module)
+
+    # --- the work ----------------------------------------------------------------------------------------------
+    def regroup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Grouping]:
+        """Make the groupings now from the current f, load them into the model and the loss, write them."""
+        model: SSALModel = pl_module.model
+        C = model.num_classes
+        epoch = trainer.global_step / max(self._steps_per_epoch, 1)
+        info: dict[str, Any] = {"online": True, "group_epoch": round(epoch, 4), "step": int(trainer.global_step)}
+        if self.source == "online":
+            dm = trainer.datamodule
+            loader = getattr(dm, "val_loader", None) if dm is not None else None
+            if loader is None:
+                raise SSALError("ssal.groupings=online needs a validation split (data.val_fraction > 0)")
+            ctx = trainer.precision_plugin.forward_context
+            conf, n = confusion_matrix(model, loader, C, ctx)
+            conf = trainer.strategy.reduce(conf.double(), reduce_op="sum").cpu().numpy()
+            self.pass_flops += int(_forward_flops_per_sample(model) * n * trainer.world_size)
+            acc = float(np.trace(conf) / max(conf.sum(), 1.0))
+            info["val_f_top1"] = round(100.0 * acc, 2)
+            src = f"online:val-confusion@epoch{epoch:.2f}"
+        else:
+            conf = weight_similarity(model)
+            src = f"online:class-weights@epoch{epoch:.2f}"
+        gs = []
+        for b in self.branches:
+            g = group_from_confusion(
+                conf, int(b["k"]), self.criterion, self.seed, self.refine, self.size_margin, self.class_names, src
+            )
+            gs.append(Grouping(g.assignment, g.k, g.criterion, g.seed, g.source, g.class_names, {**g.extra, **info}))
+        self._load(pl_module, gs)
+        self.done_steps.append(int(trainer.global_step))
+        if trainer.is_global_zero and self.paths is not None:
+            for i, g in enumerate(gs):
+                g.save(self.paths.grouping(i))
+            log.info(
+                "epoch %.2f: %d online grouping(s) from %s (%s, k=%s)",
+                epoch,
+                len(gs),
+                "f's validation confusion" if self.source == "online" else "f's class weights",
+                self.criterion,
+                ",".join(str(g.k) for g in gs),
+            )
+        return gs
+
+    def _load(self, pl_module: L.LightningModule, gs: list[Grouping]) -> None:
+        model: SSALModel = pl_module.model
+        for i, (b, g) in enumerate(zip(model.branches, gs, strict=True)):
+            gamma = g.as_tensor().to(b.gamma.device)
+            b.gamma.copy_(gamma)
+            getattr(pl_module.loss, f"gamma{i}").copy_(gamma.to(getattr(pl_module.loss, f"gamma{i}").device))
+        model.branches_enabled = True
+        self.groupings = [g.to_dict() for g in gs]
+        pl_module.meta["groupings"] = list(self.groupings)
+        pl_module.meta.pop("groupings_pending", None)
+
+
+def _forward_flops_per_sample(model: SSALModel) -> float:
+    """Forward FLOPs of f for one input (torch's FLOP counter on a copy of f in eval mode)."""
+    from .compute import forward_flops_per_sample
+
+    return forward_flops_per_sample(model, with_branches=False)
+
