@@ -262,7 +262,8 @@ def validate(cfg: Config) -> Config:
     choices = ("random", "superclasses", "confusion", "online", "weights")
     _need(isinstance(s.groupings, list) or s.groupings in choices, "ssal.groupings", f"must be one of {choices}")
     if s.groupings in ("online", "weights"):
-        _need(0.0 <= s.group_epoch < t.epochs, "ssal.group_epoch", f"must be in [0, trainer.epochs), got {s.group_epoch}")
+        e0 = s.group_epoch
+        _need(0.0 <= e0 < t.epochs, "ssal.group_epoch", f"must be in [0, trainer.epochs), got {e0}")
         _need(s.regroup_every >= 0, "ssal.regroup_every", f"must be >= 0 (0: never), got {s.regroup_every}")
     _need(s.criterion in ("join", "split"), "ssal.criterion", f"must be join or split, got {s.criterion!r}")
     etas = s.eta if isinstance(s.eta, list) else [s.eta]

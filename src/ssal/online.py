@@ -35,9 +35,7 @@ ONLINE_SOURCES = ("online", "weights")
 
 
 @torch.no_grad()
-def confusion_matrix(
-    model: SSALModel, loader: Any, num_classes: int, autocast: Any = None
-) -> tuple[torch.Tensor, int]:
+def confusion_matrix(model: SSALModel, loader: Any, num_classes: int, autocast: Any = None) -> tuple[torch.Tensor, int]:
     """f's C x C confusion counts (rows: true class) over ``loader``, and the input samples seen."""
     was_training = model.training
     model.eval()
@@ -152,7 +150,9 @@ class OnlineGrouping(L.Callback):
         else:
             pl_module.meta["groupings_pending"] = True
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step in self.done_steps:
             return
@@ -220,4 +220,3 @@ def _forward_flops_per_sample(model: SSALModel) -> float:
     from .compute import forward_flops_per_sample
 
     return forward_flops_per_sample(model, with_branches=False)
-
