@@ -144,6 +144,7 @@ class PipelineConfig:
 
     baseline_epochs: int | None = None  # default: trainer.epochs
     variants: list[str] | None = None  # which variants become SSAL runs (default: all, or the base config)
+    baseline: bool | None = None  # train the baseline (default: yes; in one pass, online groupings, no)
 
 
 @dataclass

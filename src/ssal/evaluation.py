@@ -18,17 +18,20 @@ import torch
 
 from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, load_data, make_loader
+from .errors import SSALError
 from .io import atomic_write, atomic_write_json, atomic_write_text
-from .prediction import LinearCombination, SSALMetrics, fit_linear_combination
+from .prediction import LinearCombination, SSALMetrics, fit_linear_combination, joint_probability
 from .runs import RunInfo
 
 __all__ = [
     "EvalReport",
+    "calibration_error",
     "collect_outputs",
     "confusion_matrix",
     "evaluate_run",
     "format_report",
     "load_report",
+    "mistakes_within",
     "num_threads",
     "param_counts",
     "run_confusion",
@@ -69,9 +72,18 @@ def num_threads(n: int) -> Any:
 
 @torch.no_grad()
 def collect_outputs(
-    model: SSALModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "32", progress: str = ""
+    model: SSALModel,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    precision: str = "32",
+    progress: str = "",
+    tta: str = "none",
 ) -> tuple[SSALOutput, torch.Tensor]:
-    """Run ``model`` over every batch; returns the concatenated float32 outputs (on CPU) and targets."""
+    """Run ``model`` over every batch; returns the concatenated float32 outputs (on CPU) and targets.
+
+    ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time augmentation).
+    """
+    if tta not in ("none", "flip"):
+        raise SSALError(f"test-time augmentation must be none or flip, got {tta!r}")
     from tqdm.auto import tqdm
 
     model.eval()
@@ -80,8 +92,14 @@ def collect_outputs(
     for x, y in tqdm(
         batches, desc=progress or "evaluating", leave=False, disable=not progress or not sys.stderr.isatty()
     ):
+        x = x.to(p.device, non_blocking=True)
         with _autocast(p.device, precision):
-            out = model(x.to(p.device, non_blocking=True))
+            out = model(x)
+            if tta == "flip":
+                o2 = model(x.flip(-1))
+                out = SSALOutput((out.main.float() + o2.main.float()) / 2, tuple(
+                    (a.float() + b.float()) / 2 for a, b in zip(out.aux, o2.aux, strict=True)
+                ))  # fmt: skip
         mains.append(out.main.float().cpu())
         auxs.append([a.float().cpu() for a in out.aux])
         ys.append(y.cpu())
@@ -115,6 +133,44 @@ class EvalReport:
     params: dict[str, int] = field(default_factory=dict)
     eta: list[float] = field(default_factory=list)
     lc_fitted_on: str | None = None
+    ece_tr: float | None = None  # expected calibration error (%, 15 bins) of f's softmax
+    ece_jp: float | None = None  # ... of the normalised joint probability
+    mistakes_within: dict[str, float] = field(default_factory=dict)  # % of errors inside the true class's group
+    mistakes_reference: str | None = None  # the coarse grouping that defines "inside": superclasses or g1
+    tta: str = "none"
+    train_flops: float | None = None  # training compute of the evaluated checkpoint (metrics.csv)
+
+
+def calibration_error(probs: torch.Tensor, target: torch.Tensor) -> float:
+    """Expected calibration error in percent (15 equal-width bins, top-1 confidence; torchmetrics)."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    ece = multiclass_calibration_error(probs.float(), target, num_classes=probs.shape[1], n_bins=15, norm="l1")
+    return 100.0 * float(ece)
+
+
+def mistakes_within(pred: torch.Tensor, target: torch.Tensor, coarse: torch.Tensor) -> float | None:
+    """Share (%) of the wrong predictions whose class lies in the true class's coarse group ("better mistakes")."""
+    wrong = pred != target
+    if not bool(wrong.any()):
+        return None
+    return 100.0 * float((coarse[pred[wrong]] == coarse[target[wrong]]).double().mean())
+
+
+def _coarse_reference(info: RunInfo, data: DataBundle) -> tuple[str | None, torch.Tensor | None]:
+    if data.fine_to_coarse is not None:
+        return "superclasses", torch.as_tensor(data.fine_to_coarse, dtype=torch.long)
+    if info.groupings:
+        return info.model.branch_names[0], info.gammas[0].cpu()
+    return None, None
+
+
+def _train_flops(info: RunInfo) -> float | None:
+    from .runs import read_metrics
+
+    rows = [r for r in read_metrics(info.paths.metrics) if r.get("epoch") == str(info.epoch)]
+    v = rows[-1].get("train_flops") if rows else None
+    return float(v) if v else None
 
 
 def _fit_lc(info: RunInfo, out: SSALOutput, y: torch.Tensor) -> LinearCombination:
@@ -123,14 +179,21 @@ def _fit_lc(info: RunInfo, out: SSALOutput, y: torch.Tensor) -> LinearCombinatio
 
 
 def evaluate_run(
-    info: RunInfo, data: DataBundle | None = None, split: str = "test", device: torch.device | None = None
+    info: RunInfo,
+    data: DataBundle | None = None,
+    split: str = "test",
+    device: torch.device | None = None,
+    tta: str = "none",
 ) -> EvalReport:
-    """Evaluate a run on ``split`` (+TR, +JP, +LC fitted on the held-out validation split with the model frozen)."""
+    """Evaluate a run on ``split``: +TR, +JP, +LC (fitted on the held-out validation split, model frozen), group
+    accuracy, calibration (ECE) and how the model errs (errors inside the true class's superclass or group)."""
     with num_threads(info.config.trainer.threads):
-        return _evaluate_run(info, data, split, device)
+        return _evaluate_run(info, data, split, device, tta)
 
 
-def _evaluate_run(info: RunInfo, data: DataBundle | None, split: str, device: torch.device | None) -> EvalReport:
+def _evaluate_run(
+    info: RunInfo, data: DataBundle | None, split: str, device: torch.device | None, tta: str
+) -> EvalReport:
     cfg = info.config
     device = device or default_device()
     info.model.to(device).eval()
@@ -139,7 +202,11 @@ def _evaluate_run(info: RunInfo, data: DataBundle | None, split: str, device: to
     lc, lc_on = None, None
     if info.groupings and data.val is not None and data.val is not data.test:
         val_out, val_y = collect_outputs(
-            info.model, make_loader(cfg, data, data.val, train=False, device=device), prec, "validation outputs for +LC"
+            info.model,
+            make_loader(cfg, data, data.val, train=False, device=device),
+            prec,
+            "validation outputs for +LC",
+            tta,
         )
         lc, lc_on = _fit_lc(info, val_out, val_y), "val"
     elif info.groupings:
@@ -148,29 +215,41 @@ def _evaluate_run(info: RunInfo, data: DataBundle | None, split: str, device: to
             "+LC is not reported"
         )
     out, y = collect_outputs(
-        info.model, make_loader(cfg, data, getattr(data, split), train=False, device=device), prec, f"{split} set"
+        info.model, make_loader(cfg, data, getattr(data, split), train=False, device=device), prec, f"{split} set", tta
     )
     m = SSALMetrics([g.to("cpu") for g in info.gammas], info.eta or 1.0, lc)
     m.update(out, y)
     r = m.compute()
-    rep = EvalReport(
-        str(info.paths.root),
-        str(info.checkpoint),
-        info.epoch,
-        split,
-        m.num_samples,
-        r["f_top1"],
-        r["f_top5"],
-        r.get("jp_top1"),
-        r.get("jp_top5"),
-        r.get("lc_top1"),
-        r.get("lc_top5"),
-        {n: r[f"g{i + 1}_acc"] for i, n in enumerate(info.model.branch_names) if f"g{i + 1}_acc" in r},
-        param_counts(info.model),
-        list(info.eta),
-        lc_on,
+    probs = {"tr": out.main.float().softmax(1)}
+    if info.groupings:
+        probs["jp"] = joint_probability(out, [g.cpu() for g in info.gammas], info.eta)
+    ref, coarse = _coarse_reference(info, data)
+    within = {}
+    if coarse is not None:
+        within = {k: v for k, p in probs.items() if (v := mistakes_within(p.argmax(1), y, coarse)) is not None}
+    return EvalReport(
+        run_dir=str(info.paths.root),
+        checkpoint=str(info.checkpoint),
+        epoch=info.epoch,
+        split=split,
+        num_samples=m.num_samples,
+        tr_top1=r["f_top1"],
+        tr_top5=r["f_top5"],
+        jp_top1=r.get("jp_top1"),
+        jp_top5=r.get("jp_top5"),
+        lc_top1=r.get("lc_top1"),
+        lc_top5=r.get("lc_top5"),
+        group_acc={n: r[f"g{i + 1}_acc"] for i, n in enumerate(info.model.branch_names) if f"g{i + 1}_acc" in r},
+        params=param_counts(info.model),
+        eta=list(info.eta),
+        lc_fitted_on=lc_on,
+        ece_tr=calibration_error(probs["tr"], y),
+        ece_jp=calibration_error(probs["jp"], y) if "jp" in probs else None,
+        mistakes_within=within,
+        mistakes_reference=ref,
+        tta=tta,
+        train_flops=_train_flops(info),
     )
-    return rep
 
 
 def _pct(v: float | None) -> str:
@@ -193,6 +272,16 @@ def format_report(rep: EvalReport, title: str | None = None) -> str:
     if rep.group_acc:
         lines += ["", "| branch | group accuracy (%) |", "|---|---|"]
         lines += [f"| {n} | {v:.2f} |" for n, v in rep.group_acc.items()]
+    if rep.ece_tr is not None:
+        lines += ["", "| prediction | ECE (%, 15 bins) | errors inside the true class's "
+                  f"{rep.mistakes_reference or 'group'} (%) |", "|---|---|---|"]  # fmt: skip
+        for key, label, ece in (("tr", "+TR", rep.ece_tr), ("jp", "+JP", rep.ece_jp)):
+            if ece is not None:
+                lines.append(f"| {label} | {ece:.2f} | {_pct(rep.mistakes_within.get(key))} |")
+    if rep.tta != "none":
+        lines += ["", f"Test-time augmentation: {rep.tta} (logits of the image and its mirror averaged)."]
+    if rep.train_flops:
+        lines += ["", f"Training compute: {rep.train_flops / 1e15:.4f} PFLOP (forward + backward, metrics.csv)."]
     p = rep.params
     lines += ["", f"Parameters: {p['total']:,} total ({p['backbone']:,} backbone f + {p['branches']:,} branches)."]
     return "\n".join(lines) + "\n"
@@ -208,7 +297,9 @@ def save_report(rep: EvalReport, out_dir: str | Path, stem: str = "eval") -> tup
 
 def load_report(path: str | Path) -> EvalReport:
     """Read an eval.json back."""
-    return EvalReport(**json.loads(Path(path).read_text(encoding="utf-8")))
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
+    known = set(EvalReport.__dataclass_fields__)
+    return EvalReport(**{k: v for k, v in d.items() if k in known})
 
 
 # --- confusion ---------------------------------------------------------------------------------------------

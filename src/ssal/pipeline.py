@@ -4,12 +4,15 @@ SSAL model(s) -> evaluation of both -> ``report.md`` with a table and a plot of 
 Layout of a pipeline directory::
 
     OUT/baseline/            run directory of the baseline (no branches), with confusion.npy/.png
-    OUT/<variant or ssal>/   run directory of each SSAL model (groupings from the baseline's confusion)
+    OUT/<variant or ssal>/   run directory of each SSAL model (groupings from the baseline's confusion, or, with
+                             ssal.groupings=online / weights, made in the SSAL run itself: one pass)
     OUT/report.md            table of +TR / +JP / +LC, parameters, wall time; the plot below
     OUT/val_accuracy.png     validation top-1 per epoch: baseline f vs SSAL f and +JP
     OUT/metrics.csv          every run's metrics.csv, one row per (run, epoch)
 
-Re-running the same command skips finished runs and resumes unfinished ones.
+Re-running the same command skips finished runs and resumes unfinished ones. The report counts the total
+training compute of every arm: a two-stage SSAL model also pays for the baseline run and the confusion pass that
+made its groups; a one-pass model pays only for itself (its own confusion pass included).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .compute import forward_flops_per_sample
 from .config import Config, resolve_raw, variant_names
 from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
 from .io import atomic_write, atomic_write_text
+from .online import ONLINE_SOURCES
 from .runs import RunPaths, load_run, read_metrics, write_metrics
 
 __all__ = ["PipelineRun", "run_pipeline", "train_or_resume"]
@@ -36,6 +41,7 @@ class PipelineRun:
     label: str
     config: Config
     report: EvalReport
+    total_flops: float | None = None  # training compute to produce this model, every stage included
 
 
 def train_or_resume(cfg: Config) -> None:
@@ -82,14 +88,28 @@ def run_pipeline(
     overrides = dict(overrides or {})
     out = Path(out) if out is not None else Path(resolve_raw(raw, None, overrides).run_dir)
     bcfg = _baseline_config(raw, overrides, out)
-    log.info("[1/4] training the baseline into %s", bcfg.run_dir)
-    train_or_resume(bcfg)
-    binfo = load_run(bcfg.run_dir)
     conf_path = Path(bcfg.run_dir) / "confusion.npy"
-    log.info("[2/4] confusion matrix of the baseline on the held-out split -> %s", conf_path)
-    save_confusion(run_confusion(binfo, "val"), conf_path, binfo.class_names)
-    runs = [PipelineRun("baseline", bcfg, _evaluate(binfo))]
-    for cfg in _ssal_configs(raw, overrides, out, conf_path):
+    cfgs = _ssal_configs(raw, overrides, out, conf_path)
+    two_stage = any(c.ssal.groupings not in ONLINE_SOURCES for c in cfgs)
+    runs: list[PipelineRun] = []
+    stage_one = None  # compute of the baseline run + its confusion pass, paid by every two-stage SSAL model
+    if not two_stage and not bcfg.pipeline.baseline:
+        log.info(
+            "[1/4] one pass: the groups come from the SSAL run itself; no baseline (pipeline.baseline=true adds one)"
+        )
+    else:
+        log.info("[1/4] training the baseline into %s", bcfg.run_dir)
+        train_or_resume(bcfg)
+        binfo = load_run(bcfg.run_dir)
+        brep = _evaluate(binfo)
+        runs.append(PipelineRun("baseline", bcfg, brep, brep.train_flops))
+    if two_stage:
+        log.info("[2/4] confusion matrix of the baseline on the held-out split -> %s", conf_path)
+        conf = run_confusion(binfo, "val")
+        save_confusion(conf, conf_path, binfo.class_names)
+        if brep.train_flops is not None:
+            stage_one = brep.train_flops + forward_flops_per_sample(binfo.model) * float(conf.sum())
+    for cfg in cfgs:
         log.info(
             "[3/4] training SSAL run %s (groupings: %s, criterion %s)",
             cfg.run_dir,
@@ -97,7 +117,10 @@ def run_pipeline(
             cfg.ssal.criterion,
         )
         train_or_resume(cfg)
-        runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, _evaluate(load_run(cfg.run_dir))))
+        rep = _evaluate(load_run(cfg.run_dir))
+        one_pass = cfg.ssal.groupings in ONLINE_SOURCES
+        total = rep.train_flops if one_pass or rep.train_flops is None else rep.train_flops + (stage_one or 0.0)
+        runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, rep, total))
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:  # under DDP every process runs the pipeline; rank 0 writes the report
@@ -124,6 +147,8 @@ def _groups(r: PipelineRun) -> str:
     from .build import branch_configs
 
     ks = "/".join(str(b.get("k", "?")) for b in branch_configs(info))
+    if info.ssal.groupings in ONLINE_SOURCES:
+        return f"{ks} {info.ssal.criterion}, {info.ssal.groupings} @ epoch {info.ssal.group_epoch:g}"
     return f"{ks} {info.ssal.criterion}" if info.ssal.groupings == "confusion" else f"{ks} {info.ssal.groupings}"
 
 
@@ -132,15 +157,26 @@ def _wall(r: PipelineRun) -> str:
     return f"{float(rows[-1]['wall_seconds']):.0f}" if rows else "—"
 
 
+def _compute(r: PipelineRun, base: float | None) -> str:
+    if not r.total_flops:
+        return "— | —"
+    rel = f"{r.total_flops / base:.2f}" if base else "—"
+    return f"{r.total_flops:.3g} | {rel}"
+
+
 def report_table(runs: list[PipelineRun]) -> str:
-    """Markdown table: one row per run with test +TR/+JP/+LC, groups, parameters and training time."""
-    head = "| run | groups | +TR top-1 | +TR top-5 | +JP top-1 | +JP top-5 | +LC top-1 | parameters | train s |"
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table: one row per run with test +TR/+JP/+LC, groups, parameters, total training compute, time."""
+    head = (
+        "| run | groups | +TR top-1 | +TR top-5 | +JP top-1 | +JP top-5 | +LC top-1 | parameters | "
+        "total train FLOPs | x baseline | train s |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = runs[0].total_flops if runs and runs[0].label == "baseline" else None
     for r in runs:
         p = r.report
         lines.append(
             f"| {r.label} | {_groups(r)} | {_f(p.tr_top1)} | {_f(p.tr_top5)} | {_f(p.jp_top1)} | {_f(p.jp_top5)} | "
-            f"{_f(p.lc_top1)} | {p.params['total']:,} | {_wall(r)} |"
+            f"{_f(p.lc_top1)} | {p.params['total']:,} | {_compute(r, base)} | {_wall(r)} |"
         )
     return "\n".join(lines)
 
@@ -184,7 +220,9 @@ def write_report(runs: list[PipelineRun], out: Path) -> Path:
         "",
         f"Data `{base.data.name}`, model `{base.model.name}`, {base.trainer.epochs} epochs (baseline), "
         f"test split; +LC is fitted on the held-out validation split ({base.data.val_fraction:g} of train). "
-        "Accuracies in %.",
+        "Accuracies in %. Total training compute counts every stage a model needs (forward + backward FLOPs of "
+        "the training steps; a two-stage SSAL model includes its baseline run and the confusion pass; a one-pass "
+        "model its own confusion pass); x baseline divides by the baseline's compute.",
         "",
         report_table(runs),
         "",

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-root", type=Path, metavar="DIR", help="the data set's location on this machine (overrides data.root)"
     )
+    p.add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation (flip: average "
+                   "the logits of each image and its mirror)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     info = load_run(args.run_dir, args.checkpoint)
     if args.data_root is not None:  # e.g. a released run evaluated on another machine
         info.config.data.root = str(args.data_root)
-    rep = evaluate_run(info, split=args.split, device=torch.device(args.device) if args.device else None)
-    stem = "eval" if args.split == "test" else f"eval_{args.split}"
+    rep = evaluate_run(info, split=args.split, device=torch.device(args.device) if args.device else None, tta=args.tta)
+    stem = ("eval" if args.split == "test" else f"eval_{args.split}") + ("" if args.tta == "none" else f"_{args.tta}")
     md, _ = save_report(rep, args.run_dir, stem)
     sys.stdout.write(format_report(rep))
     log.info("wrote %s", md)

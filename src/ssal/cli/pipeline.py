@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the config's run_dir)")
+    p.add_argument(
+        "--one-pass",
+        action="store_true",
+        help="make the groups inside the SSAL run from its own validation confusion (ssal.groupings=online at "
+        "ssal.group_epoch) instead of from a separate baseline run",
+    )
     p.set_defaults(func=run)
 
 
@@ -53,4 +59,7 @@ def run(args: argparse.Namespace) -> int:
     raw = read_yaml(args.config)
     if args.variant is not None:
         raw = {**raw, "pipeline": {**(raw.get("pipeline") or {}), "variants": [args.variant]}}
-    return run_and_print(raw, parse_overrides(args.overrides), args.out)
+    overrides = parse_overrides(args.overrides)
+    if args.one_pass:
+        overrides = {"ssal.groupings": "online", **overrides}
+    return run_and_print(raw, overrides, args.out)
