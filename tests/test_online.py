@@ -143,3 +143,19 @@ def test_online_groupings_under_two_process_ddp(cifar100_dir: Path, tmp_path: Pa
     rows = read_metrics(run / "metrics.csv")
     assert len(rows) == 2 and float(rows[1]["jp_top1"]) > 0 and float(rows[1]["train_loss_g1"]) > 0
     assert json.loads((run / "groupings" / "g1.json").read_text())["online"] is True
+
+
+def test_ema_checkpoints_hold_the_average_and_keep_integer_buffers(cifar100_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ema"
+    assert main(_args(cifar100_dir, run, *ONLINE, "trainer.ema_decay=0.9")) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    avg, cur = ckpt["state_dict"], ckpt["current_model_state"]
+    w = "model.backbone.fc.weight"
+    assert not torch.equal(avg[w], cur[w])  # the average differs from the last step's weights
+    g = json.loads((run / "groupings" / "g1.json").read_text())["assignment"]
+    assert avg["model.branches.0.gamma"].tolist() == g == cur["model.branches.0.gamma"].tolist()
+    assert avg["model.branches.0.gamma"].dtype == torch.long
+    assert main(["evaluate", str(run), "--checkpoint", "last", "--tta", "flip"]) == 0
+    rep = json.loads((run / "eval_flip.json").read_text())
+    assert rep["tta"] == "flip" and rep["jp_top1"] is not None and 0 <= rep["ece_tr"] <= 100
+    assert rep["mistakes_reference"] == "superclasses" and 0 <= rep["mistakes_within"]["tr"] <= 100

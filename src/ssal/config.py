@@ -136,6 +136,7 @@ class TrainerConfig:
     progress_bar: bool = True
     deterministic: bool = False
     threads: int = 0  # torch.set_num_threads on CPU (0: leave torch's default)
+    ema_decay: float = 0.0  # exponential moving average of the weights (e.g. 0.99; 0: off); checkpoints hold it
 
 
 @dataclass
@@ -280,6 +281,7 @@ def validate(cfg: Config) -> Config:
     _need(0.0 <= sc.final_lr <= 1.0, "schedule.final_lr", "is a fraction of lr in [0, 1]")
     t.precision = str(t.precision)
     _need(t.precision in PRECISIONS, "trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
+    _need(0.0 <= t.ema_decay < 1.0, "trainer.ema_decay", f"must be in [0, 1) (0: off), got {t.ema_decay}")
     _need(t.num_nodes >= 1 and t.val_every >= 1, "trainer.num_nodes", "num_nodes and val_every must be >= 1")
     _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
     _need(cfg.pipeline.baseline_epochs is None or cfg.pipeline.baseline_epochs >= 1, "pipeline.baseline_epochs", ">=1")

@@ -381,6 +381,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location="cpu")
 
 
+def ema_callback(decay: float) -> L.Callback:
+    """Lightning's weight averaging as an exponential moving average of every float parameter and buffer.
+
+    Integer buffers (gamma, BN batch counters) are copied, not averaged. Validation and checkpoints use the average.
+    """
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    def ema(avg: torch.Tensor, cur: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return avg + (cur - avg) * (1.0 - decay) if avg.is_floating_point() else cur
+
+    return WeightAveraging(avg_fn=ema, use_buffers=True)
+
+
 def build_trainer(
     cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool, callbacks: list[L.Callback] | None = None
 ) -> L.Trainer:
@@ -532,6 +545,8 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     else:
         meter = ComputeMeter()
     callbacks.append(meter)
+    if cfg.trainer.ema_decay > 0:
+        callbacks.append(ema_callback(cfg.trainer.ema_decay))
     files = [] if online else groupings  # online groupings are written when they are made
     writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, files), compute=meter)
     trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks)
