@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 / docs/results.md: SSAL vs baseline at equal wall time on the full CIFAR-100 (configs/cifar100_fastnet.yaml).
+# docs/results.md: SSAL vs baseline at equal wall time on the full CIFAR-100 (configs/cifar100_fastnet.yaml).
 #   benchmarks/cifar100_equal_time.sh OUT_DIR [SEEDS...]
 # 1. `ssal bench --config` measures the SSAL/baseline training-step time ratio R of the config (alternating steps);
 #    run it on an otherwise idle machine. Written to OUT_DIR/step_cost.json (delete it to re-measure).

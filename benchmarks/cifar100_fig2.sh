@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 / docs/results.md: paper Fig. 2 at small scale on the full CIFAR-100 (configs/cifar100_fastnet.yaml).
+# docs/results.md: paper Fig. 2 at small scale on the full CIFAR-100 (configs/cifar100_fastnet.yaml).
 #   benchmarks/cifar100_fig2.sh OUT_DIR CONFUSION [SEED]
 # One SSAL run (4 epochs, one conv64 branch at g2) per criterion (join, split) and k (2, 4, 10, 20), all with the
 # groups of the same baseline confusion matrix (CONFUSION, e.g. runs/c100/s0/baseline/confusion.npy), 1 seed.

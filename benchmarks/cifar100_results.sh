@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 / docs/results.md: SSAL vs baseline on the full CIFAR-100 with fastnet_cifar (configs/cifar100_fastnet.yaml).
+# docs/results.md: SSAL vs baseline on the full CIFAR-100 with fastnet_cifar (configs/cifar100_fastnet.yaml).
 #   benchmarks/cifar100_results.sh OUT_DIR [SEEDS...]
 # For each seed: `ssal pipeline` (baseline -> confusion on the validation split -> join groups -> SSAL -> evaluate),
 # then a longer baseline (5 epochs instead of 4) for the equal-wall-time comparison.
