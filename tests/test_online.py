@@ -159,3 +159,30 @@ def test_ema_checkpoints_hold_the_average_and_keep_integer_buffers(cifar100_dir:
     rep = json.loads((run / "eval_flip.json").read_text())
     assert rep["tta"] == "flip" and rep["jp_top1"] is not None and 0 <= rep["ece_tr"] <= 100
     assert rep["mistakes_reference"] == "superclasses" and 0 <= rep["mistakes_within"]["tr"] <= 100
+
+
+def test_shipped_cifar100_groupings_match_the_class_order(cifar100_dir: Path) -> None:
+    from ssal.grouping import load_shipped, shipped_groupings
+
+    names = json.loads((cifar100_dir / "meta.json").read_text())["fine_label_names"]
+    assert {"cifar100-join-20", "cifar100-split-20"} <= set(shipped_groupings())
+    for name in shipped_groupings():
+        g = load_shipped(name)
+        assert g.num_classes == 100 and list(g.class_names) == names  # indices follow the data set's labels
+        assert max(g.sizes()) - min(g.sizes()) <= 1 and g.k == int(name.rsplit("-", 1)[1])
+        assert "ssal confusion" in g.extra["made_by"]
+    with pytest.raises(SSALError, match="available"):
+        load_shipped("cifar100-join-7")
+
+
+def test_shipped_grouping_trains_and_k_must_agree(cifar100_dir: Path, tmp_path: Path, capsys) -> None:
+    one = ("ssal.branches=[{at: g2, k: 20, head: gap}]", "trainer.epochs=1", "schedule.name=constant")
+    assert main(_args(cifar100_dir, tmp_path / "a", *one, "ssal.groupings=cifar100-join-20")) == 0
+    saved = json.loads((tmp_path / "a" / "groupings" / "g1.json").read_text())
+    assert (
+        saved["assignment"]
+        == json.loads((REPO / "src" / "ssal" / "data" / "groups" / "cifar100-join-20.json").read_text())["assignment"]
+    )
+    assert main(_args(cifar100_dir, tmp_path / "b", *one, "ssal.groupings=cifar100-join-10")) == 2
+    err = capsys.readouterr().err
+    assert "k=10" in err and "ssal.branches.0.k is 20" in err and "Traceback" not in err

@@ -18,7 +18,14 @@ import torch
 from .architecture import SSALModel
 from .config import Config, DataConfig
 from .errors import SSALError
-from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
+from .grouping import (
+    Grouping,
+    group_from_confusion,
+    group_from_superclasses,
+    load_shipped,
+    random_grouping,
+    shipped_groupings,
+)
 from .loss import SSALLoss
 
 __all__ = [
@@ -176,7 +183,9 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
     if isinstance(s.groupings, list):
         if len(s.groupings) != len(branches):
             raise SSALError(f"ssal.groupings lists {len(s.groupings)} files for {len(branches)} branches")
-        out = [Grouping.load(p) for p in s.groupings]
+        out = [load_shipped(p) if p in shipped_groupings() else Grouping.load(p) for p in s.groupings]
+    elif s.groupings in shipped_groupings():  # groups shipped with the package, e.g. cifar100-join-20
+        out = [load_shipped(str(s.groupings)) for _ in branches]
     elif s.groupings == "random" or placeholder:
         out = [random_grouping(C, int(b["k"]), s.grouping_seed + i, names) for i, b in enumerate(branches)]
     elif s.groupings in ("online", "weights"):  # placeholders with the right k; made during training (ssal.online)
@@ -200,9 +209,11 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
             group_from_confusion(conf, int(b["k"]), s.criterion, s.grouping_seed, s.refine, s.size_margin, names, src)
             for b in branches
         ]
-    for i, g in enumerate(out):
+    for i, (g, b) in enumerate(zip(out, branches, strict=True)):
         if g.num_classes != C:
             raise SSALError(f"grouping {i + 1} has {g.num_classes} classes but data set {data.name!r} has {C}")
+        if g.k != int(b["k"]):
+            raise SSALError(f"grouping {i + 1} has k={g.k} groups but ssal.branches.{i}.k is {b['k']}; make them agree")
     return out
 
 

@@ -261,8 +261,14 @@ def validate(cfg: Config) -> Config:
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
     _need(d.max_shift >= 0 and d.workers >= 0, "data.max_shift", "max_shift and workers must be >= 0")
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
-    choices = ("random", "superclasses", "confusion", "online", "weights")
-    _need(isinstance(s.groupings, list) or s.groupings in choices, "ssal.groupings", f"must be one of {choices}")
+    from .grouping import shipped_groupings
+
+    choices = ("random", "superclasses", "confusion", "online", "weights", *shipped_groupings())
+    _need(
+        isinstance(s.groupings, list) or s.groupings in choices,
+        "ssal.groupings",
+        f"must be one of {', '.join(choices)} or a list of grouping files, got {s.groupings!r}",
+    )
     if s.groupings in ("online", "weights"):
         e0 = s.group_epoch
         _need(0.0 <= e0 < t.epochs, "ssal.group_epoch", f"must be in [0, trainer.epochs), got {e0}")

@@ -511,7 +511,8 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
     if ckpt is not None and not online:
         _saved_groupings(cfg, paths)
-    groupings = resolve_groupings(cfg, data, placeholder=dry_run and cfg.ssal.groupings == "confusion")
+    from_data = cfg.ssal.groupings in ("confusion", "superclasses")  # a dry run loads no data: placeholders
+    groupings = resolve_groupings(cfg, data, placeholder=dry_run and from_data)
     model = build_model(cfg, data.num_classes, groupings, data)
     loss, eta = build_loss(cfg, model), eta_values(cfg, len(groupings))
     n_params = sum(p.numel() for p in model.parameters())

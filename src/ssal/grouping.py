@@ -206,6 +206,19 @@ class Grouping:
 
 
 # --- validation ------------------------------------------------------------------------------------
+def shipped_groupings() -> list[str]:
+    """Names of the groupings shipped with the package (``ssal.groupings: cifar100-join-20``)."""
+    return sorted(p.stem for p in (Path(__file__).parent / "data" / "groups").glob("*.json"))
+
+
+def load_shipped(name: str) -> Grouping:
+    """A grouping shipped with the package, by name (``shipped_groupings()``); its JSON says how it was made."""
+    path = Path(__file__).parent / "data" / "groups" / f"{name}.json"
+    if not path.is_file():
+        raise SSALError(f"no shipped grouping {name!r}; available: {', '.join(shipped_groupings())}")
+    return Grouping.load(path)
+
+
 def validate_confusion(confusion: Any) -> np.ndarray:
     """Check a C x C confusion matrix (counts or rates) and return it as float64."""
     m = np.asarray(confusion)
