@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root is not None:  # e.g. a released run evaluated on another machine
         info.config.data.root = str(args.data_root)
     rep = evaluate_run(info, split=args.split, device=torch.device(args.device) if args.device else None, tta=args.tta)
-    stem = ("eval" if args.split == "test" else f"eval_{args.split}") + ("" if args.tta == "none" else f"_{args.tta}")
+    stem = "eval" if args.split == "test" else f"eval_{args.split}"
+    if args.checkpoint not in ("best", "last"):  # another checkpoint file: its own report files
+        stem += f"_{Path(args.checkpoint).stem}"
+    stem += "" if args.tta == "none" else f"_{args.tta}"
     md, _ = save_report(rep, args.run_dir, stem)
     sys.stdout.write(format_report(rep))
     log.info("wrote %s", md)
