@@ -9,6 +9,8 @@ Arms (same backbone, recipe and branch as configs/cifar100_fastnet.yaml), per bu
   random      one-pass SSAL with random balanced groups of the same k, from the first step
   superclass  one-pass SSAL with the 20 CIFAR-100 superclasses, from the first step
   online_e*   one-pass SSAL with another group_epoch (the E0 trade-off)
+  weights     one-pass SSAL, groups from the similarity of f's class weights at group_epoch (no data pass)
+  shipped     SSAL with the package's cifar100-join-20 groups (made once from a stronger model), from the first step
 
     python benchmarks/compute_curves.py OUT --budgets 2 4 8 --seeds 0 [--arms base online ...]
     python benchmarks/summarize_compute.py OUT
@@ -69,6 +71,10 @@ def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: floa
             train(run, budget, seed, ["ssal.groupings=online", f"ssal.group_epoch={g0:g}"], common)
         elif arm == "random":
             train(run, budget, seed, ["ssal.groupings=random", f"ssal.grouping_seed={seed}"], common)
+        elif arm == "weights":
+            train(run, budget, seed, ["ssal.groupings=weights", f"ssal.group_epoch={e0:g}"], common)
+        elif arm == "shipped":
+            train(run, budget, seed, ["ssal.groupings=cifar100-join-20"], common)
         elif arm == "superclass":
             train(run, budget, seed, ["ssal.groupings=superclasses"], common)
         elif arm == "two_stage":

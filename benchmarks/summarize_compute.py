@@ -23,6 +23,8 @@ LABELS = {
     "two_stage": "two-stage SSAL (paper)",
     "random": "one-pass, random groups",
     "superclass": "one-pass, superclasses",
+    "weights": "one-pass, class-weight groups",
+    "shipped": "shipped groups (cifar100-join-20)",
 }
 
 
@@ -116,14 +118,14 @@ def plot(recs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    styles = {"base": "o-", "base_eq": "o", "online": "s-", "two_stage": "^-", "random": "x--", "superclass": "d--"}
+    styles = {"online": "s-", "two_stage": "^-", "random": "x--", "superclass": "d--", "weights": "v:", "shipped": "*:"}
     base_pts = sorted(
         (statistics.mean(r["pflop"] for r in rs), statistics.mean(r["tr"] for r in rs))
         for rs in _groups(recs, ("base", "base_eq"))
     )
     if base_pts:
         ax.plot(*zip(*base_pts, strict=True), "o-", color="k", label="baseline (+TR)")
-    for arm in ("online", "two_stage", "random", "superclass"):
+    for arm in styles:
         pts = sorted(
             (statistics.mean(r["pflop"] for r in rs), statistics.mean(r["jp"] for r in rs))
             for rs in _groups(recs, (arm,))
@@ -154,7 +156,7 @@ def main() -> None:
     recs = collect(a.out)
     print(table(recs))
     print()
-    for arm in ("online", "two_stage", "random", "superclass"):
+    for arm in ("online", "two_stage", "random", "superclass", "weights", "shipped"):
         for ref in ("base", "base_eq"):
             s = paired(recs, arm, ref)
             if s:
