@@ -11,8 +11,8 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do SEEDS+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
 [[ ${#SEEDS[@]} -eq 0 ]] && SEEDS=(0 1 2)
 CONFIG=$(cd "$(dirname "$0")/.." && pwd)/configs/cifar100_fast.yaml
-for seed in "${SEEDS[@]}"; do
-  for arm in base ssal; do
+for arm in base ssal; do
+  for seed in "${SEEDS[@]}"; do
     run="$OUT/$arm/s$seed"
     variant=()
     [[ $arm == ssal ]] && variant=(--variant ssal)
