@@ -226,10 +226,11 @@ def _confusion_row_sums(m: np.ndarray) -> np.ndarray:
     """Validate the values of a confusion matrix block by block; return its float64 row sums."""
     rows = np.empty(len(m))
     nonfinite = negative = False
+    integer = np.issubdtype(m.dtype, np.integer)
     for i in range(0, len(m), _BLOCK):
-        blk = m[i : i + _BLOCK].astype(np.float64)
-        nonfinite = nonfinite or not np.isfinite(blk).all()
-        negative = negative or bool((blk < 0).any())
+        blk = np.asarray(m[i : i + _BLOCK], dtype=np.float64)  # no copy for float64 input
+        nonfinite = nonfinite or (not integer and not np.isfinite(blk).all())
+        negative = negative or (m.dtype.kind != "u" and blk.min() < 0)
         rows[i : i + len(blk)] = blk.sum(axis=1)
     if nonfinite:
         raise SSALError("confusion matrix contains NaN or Inf")
@@ -270,13 +271,16 @@ def distance_matrix(confusion: Any, criterion: Criterion = "join") -> np.ndarray
     m = np.asarray(confusion)
     _check_confusion_shape(m)
     rows = _confusion_row_sums(m)
-    join = criterion == "join"
+    join, every_row = criterion == "join", bool((rows > 0).all())
     n, b = len(m), _BLOCK
 
     def tile(i: int, j: int) -> np.ndarray:  # rows i.., columns j.. of D (D = 1 - F or F)
-        f = np.zeros((min(b, n - i), min(b, n - j)))
         r = rows[i : i + b, None]
-        np.divide(m[i : i + b, j : j + b], r, out=f, where=r > 0)  # F: the row-normalised confusion
+        if every_row:
+            f = np.divide(m[i : i + b, j : j + b], r)  # F: the row-normalised confusion
+        else:  # rows of classes that never occur stay zero
+            f = np.zeros((min(b, n - i), min(b, n - j)))
+            np.divide(m[i : i + b, j : j + b], r, out=f, where=r > 0)
         if i == j:
             np.fill_diagonal(f, 0.0)
         return np.subtract(1.0, f, out=f) if join else f
