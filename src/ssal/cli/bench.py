@@ -78,7 +78,8 @@ def headline(s: Any, branches: list[dict[str, Any]] | None = None, cfg: Any = No
     branches = QUICK_BRANCHES if branches is None else branches
     cost = bench.interleaved_step_cost(s, branches)  # baseline and SSAL steps alternate: same background load
     dtypes = (used,) if used == torch.bfloat16 else (used, torch.bfloat16)
-    path = bench.interleaved_train_path(s, (), cfg, data, peak_dtypes=dtypes)
+    # the headline trains the bare backbone; a config trains what `ssal train` would, its branches included
+    path = bench.interleaved_train_path(s, () if cfg is None else branches, cfg, data, peak_dtypes=dtypes)
     name = str(used).replace("torch.", "")
     return {
         "settings": {
