@@ -1,18 +1,60 @@
 """ssal: Self-Supervised Autogenous Learning (Palacio et al., ICPR 2020) for any PyTorch classifier."""
 
-from .architecture import Branch, SSALModel, SSALOutput
+from typing import TYPE_CHECKING, Any
+
 from .errors import SSALError
-from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
-from .heads import DEFAULT_HEAD, build_head
-from .loss import LossParts, SSALLoss
-from .prediction import (
-    LinearCombination,
-    SSALMetrics,
-    fit_linear_combination,
-    joint_log_probs,
-    joint_probability,
-    main_probability,
-)
+
+#: Public names and the module that defines each. They are imported on first use, so that commands which
+#: do not need torch (``ssal group``) start without loading it.
+_LAZY = {
+    "Branch": "architecture",
+    "SSALModel": "architecture",
+    "SSALOutput": "architecture",
+    "Grouping": "grouping",
+    "group_from_confusion": "grouping",
+    "group_from_superclasses": "grouping",
+    "random_grouping": "grouping",
+    "DEFAULT_HEAD": "heads",
+    "build_head": "heads",
+    "LossParts": "loss",
+    "SSALLoss": "loss",
+    "LinearCombination": "prediction",
+    "SSALMetrics": "prediction",
+    "fit_linear_combination": "prediction",
+    "joint_log_probs": "prediction",
+    "joint_probability": "prediction",
+    "main_probability": "prediction",
+}
+
+if TYPE_CHECKING:
+    from .architecture import Branch, SSALModel, SSALOutput
+    from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
+    from .heads import DEFAULT_HEAD, build_head
+    from .loss import LossParts, SSALLoss
+    from .prediction import (
+        LinearCombination,
+        SSALMetrics,
+        fit_linear_combination,
+        joint_log_probs,
+        joint_probability,
+        main_probability,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule, as ``ssal.models``) on first use."""
+    import importlib
+    import importlib.util
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -1,14 +1,17 @@
-"""Speed measurements behind ``ssal bench`` (issue goals in docs/benchmarks.md).
+"""Speed measurements behind ``ssal bench`` (goals in docs/benchmarks.md).
 
-Every number is measured in the same process on the machine it runs on: a bf16 matmul peak, the training
-throughput of a bare PyTorch loop and of ssal's own engine path, the cost of the SSAL branches (time and FLOPs),
-the grouping time for C = 1000, k = 500, and the overhead of the joint prediction.
+Every number is measured in the same process on the machine it runs on: matmul peaks, the training throughput
+of ssal's own training path and of a bare PyTorch loop, the cost of the SSAL branches (time and FLOPs), the
+grouping time for C = 1000, k = 500, and the overhead of the joint prediction. Every ratio comes from
+interleaved measurements (the two things alternate step by step, so both see the same background load), and
+the load other processes put on the machine while the benchmark ran is recorded (``ProcessLoad``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -28,14 +31,19 @@ from .models import create_model, model_input_size
 from .prediction import joint_log_probs
 
 __all__ = [
+    "BUSY_CORES",
     "BenchSettings",
+    "ProcessLoad",
+    "cpu_snapshot",
+    "interleaved_train_path",
+    "load_between",
     "branch_flop_share",
-    "engine_train_throughput",
     "forward_flops",
     "grouping_seconds",
     "interleaved_step_cost",
     "joint_prediction_overhead",
     "machine_info",
+    "matmul_peak",
     "matmul_peak_gflops",
     "synthetic_confusion",
     "train_step_flops",
@@ -75,6 +83,162 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+# --- the load other processes put on the machine --------------------------------------------------------------
+#: Other work using this many CPU cores on average (or more) makes the machine "busy": goals are not judged.
+BUSY_CORES = 0.2
+#: A visible process using at least this share of one core is listed as a busy process.
+BUSY_PROCESS_SHARE = 0.05
+
+
+def parse_loadavg(text: str) -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages from the text of ``/proc/loadavg``."""
+    a, b, c = text.split()[:3]
+    return float(a), float(b), float(c)
+
+
+def parse_proc_stat(text: str) -> tuple[str, int, int]:
+    """(command name, parent pid, user + system CPU ticks) from the text of ``/proc/<pid>/stat``."""
+    head, _, rest = text.rpartition(")")  # the name may hold spaces and parentheses
+    name = head.split("(", 1)[1]
+    fields = rest.split()  # fields[0] is the state (field 3 of proc(5))
+    return name, int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime, stime
+
+
+def parse_system_stat(text: str) -> tuple[int, int, int]:
+    """(busy CPU ticks of all CPUs, all ticks, processes running now) from the text of ``/proc/stat``.
+
+    Busy is user + nice + system + irq + softirq + steal (guest time is already inside user and nice).
+    """
+    busy = total = running = 0
+    for line in text.splitlines():
+        f = line.split()
+        if f and f[0] == "cpu":
+            v = [int(x) for x in f[1:9]] + [0] * max(0, 9 - len(f))
+            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+            busy = user + nice + system + irq + softirq + steal
+            total = busy + idle + iowait
+        elif f and f[0] == "procs_running":
+            running = int(f[1])
+    return busy, total, running
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU ticks of the whole machine and of every visible process, and the load average, at one moment."""
+
+    time: float
+    system: tuple[int, int, int]  # (busy ticks, all ticks, processes running), machine-wide
+    ticks: dict[int, tuple[str, int, int]]  # pid -> (name, ppid, ticks) of the processes this one can see
+    own_children: int  # CPU ticks of this process's finished (waited-for) children
+    loadavg: tuple[float, float, float] | None
+
+
+def cpu_snapshot(proc: str | Path = "/proc", own: int | None = None) -> CpuSnapshot:
+    """Read ``/proc/stat``, ``/proc/loadavg`` and ``/proc/<pid>/stat`` of every visible process.
+
+    Processes in other containers or PID namespaces are not visible, but their CPU time is in ``/proc/stat``.
+    """
+    proc = Path(proc)
+    own = os.getpid() if own is None else own
+    ticks: dict[int, tuple[str, int, int]] = {}
+    with contextlib.suppress(OSError):
+        for d in proc.iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):  # a process may end while being read
+                    ticks[int(d.name)] = parse_proc_stat((d / "stat").read_text())
+    system, load, children = (0, 0, 0), None, 0
+    with contextlib.suppress(OSError, ValueError):
+        system = parse_system_stat((proc / "stat").read_text())
+    with contextlib.suppress(OSError, ValueError):
+        load = parse_loadavg((proc / "loadavg").read_text())
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        f = (proc / str(own) / "stat").read_text().rpartition(")")[2].split()
+        children = int(f[13]) + int(f[14])  # cutime, cstime
+    return CpuSnapshot(time.monotonic(), system, ticks, children, load)
+
+
+@dataclass
+class ProcessLoad:
+    """What other work did between two snapshots: CPU cores used on average, and which processes were busy."""
+
+    seconds: float
+    other_cores: float  # machine-wide busy CPU time minus this process and its children, per second
+    busy_processes: list[tuple[int, str, float]]  # visible processes (pid, name, cores), busiest first
+    running_others: int  # processes running at the start or the end besides this one (machine-wide, maximum)
+    loadavg_start: tuple[float, float, float] | None
+    loadavg_end: tuple[float, float, float] | None
+    cpus: int
+
+    @property
+    def busy(self) -> bool:
+        """Whether other work used at least ``BUSY_CORES`` cores: then speed goals are not judged."""
+        return self.other_cores >= BUSY_CORES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "other_cores": self.other_cores,
+            "busy_processes": [{"pid": p, "name": n, "cores": c} for p, n, c in self.busy_processes],
+            "running_others": self.running_others,
+            "loadavg_start": self.loadavg_start,
+            "loadavg_end": self.loadavg_end,
+            "cpus": self.cpus,
+            "busy": self.busy,
+        }
+
+    def describe(self) -> str:
+        la = ", ".join(
+            f"{w} {'/'.join(f'{x:.2f}' for x in v)}"
+            for w, v in (("start", self.loadavg_start), ("end", self.loadavg_end))
+            if v is not None
+        )
+        names = ", ".join(f"{n} ({c:.2f})" for _, n, c in self.busy_processes[:5])
+        return (
+            f"load: other work used {self.other_cores:.2f} of {self.cpus} CPU cores on average over "
+            f"{self.seconds:.0f} s; {self.running_others} other process(es) running; "
+            f"{len(self.busy_processes)} busy visible process(es){': ' + names if names else ''}; "
+            f"load average (1/5/15 min) {la or 'unavailable'} -> {'BUSY' if self.busy else 'quiet'}"
+        )
+
+
+def _descendants(ticks: dict[int, tuple[str, int, int]], root: int) -> set[int]:
+    """``root`` and every process below it (by parent pid)."""
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in ticks.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return out
+
+
+def load_between(
+    a: CpuSnapshot, b: CpuSnapshot, own: int | None = None, ticks_per_s: float | None = None, cpus: int | None = None
+) -> ProcessLoad:
+    """The CPU use of everything but ``own`` (default: this process) and its children between a and b."""
+    own = os.getpid() if own is None else own
+    hz = ticks_per_s or float(os.sysconf("SC_CLK_TCK"))
+    dt = max(b.time - a.time, 1e-9)
+    mine = _descendants(b.ticks, own) | _descendants(a.ticks, own)
+
+    def used(pid: int, name: str, t1: int) -> int:  # a process new since a (or a reused pid): all its ticks
+        return max(t1 - a.ticks[pid][2], 0) if pid in a.ticks and a.ticks[pid][0] == name else t1
+
+    own_ticks = sum(used(p, *b.ticks[p][::2]) for p in mine if p in b.ticks) + b.own_children - a.own_children
+    busy = []
+    for pid, (name, _, t1) in b.ticks.items():
+        share = used(pid, name, t1) / hz / dt
+        if pid not in mine and share >= BUSY_PROCESS_SHARE:
+            busy.append((pid, name, share))
+    busy.sort(key=lambda x: -x[2])
+    other = max(b.system[0] - a.system[0] - own_ticks, 0) / hz / dt
+    running = max(a.system[2], b.system[2]) - 1  # procs_running counts this process while it reads /proc
+    return ProcessLoad(dt, other, busy, max(running, 0), a.loadavg, b.loadavg, cpus or os.cpu_count() or 1)
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -94,30 +258,47 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, budget_s: float = 0.25) -> float:
-    """Best achieved GFLOP/s of square matmuls in ``dtype`` (the practical peak of this machine).
+def _seconds(step: Callable[[], None], device: torch.device) -> float:
+    """Wall time of one call of ``step``, with the device synchronised before and after."""
+    _sync(device)
+    t = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, budget_s: float = 0.25) -> tuple[float, int]:
+    """Best achieved GFLOP/s of square matmuls in ``dtype`` (the practical peak of this machine) and that size.
 
     Sizes grow from 256 up to ``max_n`` while one product takes under ``budget_s`` seconds, so a machine
     without fast bf16 (emulated, ~1 GFLOP/s) still finishes quickly.
     """
     device = _device()
-    best, n = 0.0, 256
+    best, best_n, n = 0.0, 256, 256
     while n <= max_n:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         a @ b
-        times = []
-        for _ in range(5):
-            _sync(device)
-            t = time.perf_counter()
-            a @ b
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        best = max(best, 2 * n**3 / min(times) / 1e9)
+        times = [_seconds(lambda: a @ b, device) for _ in range(5)]  # noqa: B023 (called at once)
+        if 2 * n**3 / min(times) / 1e9 > best:
+            best, best_n = 2 * n**3 / min(times) / 1e9, n
         if min(times) * 8 > budget_s:  # the next size costs 8x more
             break
         n *= 2
-    return best
+    return best, best_n
+
+
+def matmul_peak_gflops(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, budget_s: float = 0.25) -> float:
+    """Best achieved GFLOP/s of square matmuls in ``dtype`` (see ``matmul_peak``)."""
+    return matmul_peak(dtype, max_n, budget_s)[0]
+
+
+def _matmul_step(dtype: torch.dtype, n: int) -> tuple[Callable[[], None], float]:
+    """One n x n matmul in ``dtype`` as a callable, and its FLOPs."""
+    device = _device()
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return (lambda: a @ b), 2.0 * n**3
 
 
 def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLoss, torch.Tensor, torch.Tensor]:
@@ -131,15 +312,6 @@ def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLo
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, s.num_classes, (s.batch_size,), device=device)
     return model, SSALLoss(model.gammas).to(device), x, y
-
-
-def _seconds(step: Callable[[], None], device: torch.device) -> float:
-    """Wall time of one call of ``step``, with the device synchronised before and after."""
-    _sync(device)
-    t = time.perf_counter()
-    step()
-    _sync(device)
-    return time.perf_counter() - t
 
 
 def _timed_steps(step: Callable[[], None], steps: int, warmup: int) -> float:
@@ -217,7 +389,11 @@ def branch_flop_share(s: BenchSettings, branches: Any) -> float:
 def synthetic_confusion(C: int, seed: int = 0) -> np.ndarray:
     """A C x C confusion matrix with a strong diagonal and sparse, heavy-tailed off-diagonal counts."""
     rng = np.random.default_rng(seed)
-    conf = (rng.random((C, C)) ** 8 * 10).round()
+    conf = rng.random((C, C))
+    for _ in range(3):  # x ** 8 by squaring: several times faster than a float power at C = 10,000
+        conf *= conf
+    conf *= 10
+    conf.round(out=conf)
     conf[np.arange(C), np.arange(C)] += 50
     return conf
 
@@ -236,15 +412,21 @@ def grouping_seconds(
 
 
 def joint_prediction_overhead(s: BenchSettings, branches: Any, eta: float = 0.5) -> float:
-    """Time of the joint prediction (+JP on the outputs) as a fraction of the inference forward time."""
+    """Time of the joint prediction (+JP on the outputs) as a fraction of the inference forward time.
+
+    Forward passes and joint predictions alternate; the result is the median of the per-pair ratios.
+    """
     model, _, x, _ = _model_and_batch(s, list(branches))
     model.eval()
     device = x.device
     with torch.no_grad(), autocast(s.precision, device):
         out = model(x)
-        fwd = _timed_steps(lambda: model(x), s.steps, 1)
-        jp = _timed_steps(lambda: joint_log_probs(out, model.gammas, eta), s.steps * 4, 2)
-    return jp / fwd
+        joint_log_probs(out, model.gammas, eta)
+        pairs = [
+            (_seconds(lambda: model(x), device), _seconds(lambda: joint_log_probs(out, model.gammas, eta), device))
+            for _ in range(s.steps)
+        ]
+    return float(np.median([jp / fwd for fwd, jp in pairs]))
 
 
 @contextlib.contextmanager
@@ -256,51 +438,106 @@ def timer() -> Iterator[list[float]]:
     box.append(time.perf_counter() - t)
 
 
-def engine_train_throughput(s: BenchSettings, branches: Any = (), num_batches: int = 12) -> dict[str, float]:
-    """img/s of ssal's own training path: the Lightning engine, ``SSALTask`` and the on-device ``DeviceLoader``.
+def interleaved_train_path(
+    s: BenchSettings, branches: Any = (), cfg: Any = None, data: Any = None, peak_dtypes: tuple = ()
+) -> dict[str, float]:
+    """Achieved FLOP/s of ssal's training path against a bare loop over the same data and against matmul peaks.
 
-    The same objects ``ssal train`` builds, on a synthetic uint8 data set of ``num_batches`` batches; steady-state
-    throughput is timed between training-batch starts after ``s.warmup`` batches (epoch-end work excluded).
+    The training path is what ``ssal train`` builds: the Lightning trainer of ``build_trainer``, ``SSALTask`` and
+    the loader of ``make_loader`` (for arrays the on-device loader with the config's augmentation). ``cfg`` and
+    ``data`` default to a synthetic uint8 data set. Inside one ``trainer.fit`` a callback, at every batch start,
+    runs one step of a bare PyTorch loop (its own copy of the model and optimiser, its own loader over the same
+    data, augmentation included) and one square matmul per dtype of ``peak_dtypes``, each timed; the training
+    path's step is timed from the end of the callback to the next batch start (loading the batch included).
+    Ratios are medians of the per-step ratios after ``s.warmup`` steps.
     """
+    import copy
     import tempfile
 
     import lightning as L
 
-    from .build import DataBundle
+    from .build import DataBundle, make_loader
     from .config import Config
     from .data import ImageArrays
-    from .engine import RunWriter, SSALDataModule, SSALTask, build_trainer, quiet_lightning
+    from .engine import RunWriter, SSALDataModule, SSALTask, build_optimizer, build_trainer, quiet_lightning
     from .runs import RunPaths
 
     quiet_lightning()
-    C, (c, h, w) = s.num_classes, model_input_size(s.model)
-    n = s.batch_size * num_batches
-    g = torch.Generator().manual_seed(0)
-    arrays = ImageArrays(
-        torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g),
-        torch.arange(n) % C,
-        [str(i) for i in range(C)],
-        name="synthetic",
-    )
-    cfg = Config(name="bench")
-    cfg.data.batch_size, cfg.trainer.channels_last = s.batch_size, s.channels_last
-    cfg.trainer.precision = resolve_precision(s.precision, _device().type)
+    device = _device()
+    n_batches = s.warmup + s.steps + 1
+    if cfg is None:
+        cfg = Config(name="bench")
+        cfg.data.batch_size = s.batch_size
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.channels_last = s.channels_last
+    cfg.trainer.precision = resolve_precision(s.precision, device.type)
     cfg.trainer.epochs, cfg.trainer.progress_bar, cfg.trainer.devices = 1, False, 1
-    data = DataBundle("synthetic", C, arrays.class_names, train=arrays)
+    cfg.trainer.limit_train_batches = n_batches  # a batch count: Lightning accepts an int
+    if data is None:
+        C, (c, h, w) = s.num_classes, model_input_size(s.model)
+        n = s.batch_size * n_batches
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
+        arrays = ImageArrays(images, torch.arange(n) % C, [str(i) for i in range(C)], name="synthetic")
+        data = DataBundle("synthetic", C, arrays.class_names, train=arrays)
+    flops = train_step_flops(s, branches)
     model, crit, _, _ = _model_and_batch(s, list(branches))
     task = SSALTask(model, crit, [1.0] * len(model.branches), cfg.optim, cfg.schedule, 1)
-    stamps: list[float] = []
+    bare, bare_crit, _, _ = _model_and_batch(s, list(branches))  # the same initial weights
+    bare.train()
+    opt = build_optimizer(bare, cfg.optim)
+    loader = make_loader(cfg, data, data.train, train=True, device=device)
+    batches = iter(loader)
 
-    class Stamp(L.Callback):
+    def bare_step() -> None:
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        with autocast(s.precision, device):
+            loss = bare_crit(bare(x), y).total
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    mms = [_matmul_step(dt, matmul_peak(dt)[1]) for dt in peak_dtypes]
+    times: dict[str, list[float]] = {"engine": [], "bare": [], **{f"mm{i}": [] for i in range(len(mms))}}
+    start: list[float] = []
+
+    class Interleave(L.Callback):
         def on_train_batch_start(self, *args: Any) -> None:
-            _sync(_device())
-            stamps.append(time.perf_counter())
+            _sync(device)
+            if start:
+                times["engine"].append(time.perf_counter() - start[-1])
+            times["bare"].append(_seconds(bare_step, device))
+            for i, (mm, _) in enumerate(mms):
+                times[f"mm{i}"].append(_seconds(mm, device))
+            _sync(device)
+            start.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = RunPaths(Path(tmp))
-        trainer = build_trainer(cfg, paths, RunWriter(paths, "f_top1"), has_val=False)
-        trainer.callbacks.append(Stamp())
+        trainer = build_trainer(cfg, paths, RunWriter(paths, "f_top1"), has_val=False, callbacks=[Interleave()])
         trainer.fit(task, datamodule=SSALDataModule(cfg, data))
-    steady = np.diff(stamps[s.warmup :])
-    sec = float(np.median(steady))
-    return {"img_per_s": s.batch_size / sec, "sec_per_step": sec}
+    k = min(len(times["engine"]), s.steps)
+    if k < 1:
+        raise RuntimeError(f"the training path ran {len(times['engine']) + 1} batches; need warmup + steps + 1")
+    eng = np.array(times["engine"][-k:])
+    bar = np.array(times["bare"][-k - 1 : -1])  # the bare step measured right before each timed engine step
+    out = {
+        "rounds": float(k),
+        "train_step_gflop": flops / 1e9,
+        "engine_img_per_s": s.batch_size / float(np.median(eng)),
+        "bare_loader_img_per_s": s.batch_size / float(np.median(bar)),
+        "engine_vs_bare": float(np.median(bar / eng)),
+        "engine_gflops": flops / float(np.median(eng)) / 1e9,
+        "bare_loader_gflops": flops / float(np.median(bar)) / 1e9,
+    }
+    for i, (dt, (_, mm_flops)) in enumerate(zip(peak_dtypes, mms, strict=True)):
+        mm = np.array(times[f"mm{i}"][-k - 1 : -1])
+        name = str(dt).replace("torch.", "")
+        out[f"{name}_matmul_peak_gflops"] = mm_flops / float(np.median(mm)) / 1e9
+        out[f"engine_fraction_of_{name}_peak"] = float(np.median((flops / eng) / (mm_flops / mm)))
+    return out

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from .errors import SSALError
 from .io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Criterion",
@@ -37,6 +39,7 @@ __all__ = [
 Criterion = Literal["join", "split"]
 CRITERIA: tuple[str, ...] = ("join", "split")
 _TIE_TOL = 1e-12
+_BLOCK = 512  # rows or tiles processed at a time: bounds temporaries and keeps transposes in cache
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Grouping:
 
     def as_tensor(self) -> torch.Tensor:
         """gamma as a LongTensor of shape (C,)."""
+        import torch  # not at module level: `ssal group` runs without loading torch
+
         return torch.tensor(self.assignment, dtype=torch.long)
 
     def describe(self) -> str:
@@ -102,9 +107,11 @@ class Grouping:
         head = f"{self.k} groups of {self.num_classes} classes (source={self.source}"
         head += f", criterion={self.criterion}" if self.criterion else ""
         head += f", seed={self.seed})" if self.seed is not None else ")"
+        names = self.class_names
         lines = [head]
-        for g in range(self.k):
-            lines.append(f"  group {g:>3} ({len(self.groups()[g])}): " + ", ".join(self.member_names(g)))
+        for g, members in enumerate(self.groups()):  # the member lists once: describe stays linear in C
+            shown = [names[c] if names else str(c) for c in members]
+            lines.append(f"  group {g:>3} ({len(members)}): " + ", ".join(shown))
         return "\n".join(lines)
 
     # --- serialisation -------------------------------------------------------------------------
@@ -219,23 +226,40 @@ def load_shipped(name: str) -> Grouping:
     return Grouping.load(path)
 
 
-def validate_confusion(confusion: Any) -> np.ndarray:
-    """Check a C x C confusion matrix (counts or rates) and return it as float64."""
-    m = np.asarray(confusion)
+def _check_confusion_shape(m: np.ndarray) -> None:
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise SSALError(f"confusion matrix must be square (C x C), got shape {tuple(m.shape)}")
     if m.shape[0] < 4:
         raise SSALError(f"confusion matrix must have at least 4 classes, got {m.shape[0]}")
     if not np.issubdtype(m.dtype, np.number) or np.issubdtype(m.dtype, np.complexfloating):
         raise SSALError(f"confusion matrix must be real numbers, got dtype {m.dtype}")
-    m = m.astype(np.float64)
-    if not np.isfinite(m).all():
+
+
+def _confusion_row_sums(m: np.ndarray) -> np.ndarray:
+    """Validate the values of a confusion matrix block by block; return its float64 row sums."""
+    rows = np.empty(len(m))
+    nonfinite = negative = False
+    integer = np.issubdtype(m.dtype, np.integer)
+    for i in range(0, len(m), _BLOCK):
+        blk = np.asarray(m[i : i + _BLOCK], dtype=np.float64)  # no copy for float64 input
+        nonfinite = nonfinite or (not integer and not np.isfinite(blk).all())
+        negative = negative or (m.dtype.kind != "u" and blk.min() < 0)
+        rows[i : i + len(blk)] = blk.sum(axis=1)
+    if nonfinite:
         raise SSALError("confusion matrix contains NaN or Inf")
-    if (m < 0).any():
+    if negative:
         raise SSALError("confusion matrix contains negative entries")
-    if m.sum() == 0:
+    if not rows.any():
         raise SSALError("confusion matrix is all zero")
-    return m
+    return rows
+
+
+def validate_confusion(confusion: Any) -> np.ndarray:
+    """Check a C x C confusion matrix (counts or rates) and return it as float64."""
+    m = np.asarray(confusion)
+    _check_confusion_shape(m)
+    _confusion_row_sums(m)
+    return m.astype(np.float64)
 
 
 def validate_k(k: int, num_classes: int) -> int:
@@ -257,12 +281,33 @@ def distance_matrix(confusion: Any, criterion: Criterion = "join") -> np.ndarray
     """
     if criterion not in CRITERIA:
         raise SSALError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    m = validate_confusion(confusion)
-    rows = m.sum(axis=1, keepdims=True)
-    F = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    np.fill_diagonal(F, 0.0)
-    D = 1.0 - F if criterion == "join" else F
-    return 0.5 * (D + D.T)
+    m = np.asarray(confusion)
+    _check_confusion_shape(m)
+    rows = _confusion_row_sums(m)
+    join, every_row = criterion == "join", bool((rows > 0).all())
+    n, b = len(m), _BLOCK
+
+    def tile(i: int, j: int) -> np.ndarray:  # rows i.., columns j.. of D (D = 1 - F or F)
+        r = rows[i : i + b, None]
+        if every_row:
+            f = np.divide(m[i : i + b, j : j + b], r)  # F: the row-normalised confusion
+        else:  # rows of classes that never occur stay zero
+            f = np.zeros((min(b, n - i), min(b, n - j)))
+            np.divide(m[i : i + b, j : j + b], r, out=f, where=r > 0)
+        if i == j:
+            np.fill_diagonal(f, 0.0)
+        return np.subtract(1.0, f, out=f) if join else f
+
+    out = np.empty((n, n))
+    for i in range(0, n, b):  # tile by tile: D_c = (D + D^T) / 2 without C x C temporaries
+        for j in range(i, n, b):
+            dij, dji = tile(i, j), tile(j, i)
+            t = np.add(dij, dji.T, out=dij)
+            t *= 0.5
+            out[i : i + b, j : j + b] = t
+            if i != j:
+                out[j : j + b, i : i + b] = t.T
+    return out
 
 
 # --- supplementary Sec. A --------------------------------------------------------------------------
@@ -282,7 +327,32 @@ def _capacities(num_classes: int, k: int, margin: float | None) -> tuple[int, in
     return lo, lo + (rem > 0), rem if rem else k
 
 
-def balanced_clustering(distance: np.ndarray, k: int, seed: int = 0, size_margin: float | None = None) -> np.ndarray:
+def _working_distance(distance: Any) -> np.ndarray:
+    """A C-contiguous float64 copy of a square, finite distance matrix with a zero diagonal."""
+    D = np.array(distance, dtype=np.float64, order="C")  # always a copy: the diagonal is zeroed below
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise SSALError(f"distance matrix must be square (C x C), got shape {tuple(D.shape)}")
+    if not all(np.isfinite(D[i : i + _BLOCK]).all() for i in range(0, len(D), _BLOCK)):
+        raise SSALError("distance matrix contains NaN or Inf")
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def _columns(D: np.ndarray, symmetric: bool | None) -> np.ndarray:
+    """An array whose row c is column c of D: D itself when symmetric, else a transposed copy."""
+    n, b = len(D), _BLOCK
+    if symmetric is None:  # compared tile by tile: a whole transposed comparison thrashes the cache
+        symmetric = all(
+            np.array_equal(D[i : i + b, j : j + b], D[j : j + b, i : i + b].T)
+            for i in range(0, n, b)
+            for j in range(i, n, b)
+        )
+    return D if symmetric else np.ascontiguousarray(D.T)
+
+
+def balanced_clustering(
+    distance: np.ndarray, k: int, seed: int = 0, size_margin: float | None = None, symmetric: bool | None = None
+) -> np.ndarray:
     """Balanced greedy clustering of supplementary Sec. A; returns gamma as an int array of shape (C,).
 
     Initialisation: the first group is seeded with the label of highest average distance to all others;
@@ -290,78 +360,336 @@ def balanced_clustering(distance: np.ndarray, k: int, seed: int = 0, size_margin
     the (remaining label, not-full group) pair of smallest average distance is assigned. Groups hold at
     most ceil(C/k) labels and sizes differ by at most one; ``size_margin`` (the authors used 1.1) caps
     sizes at ``margin * C / k`` instead. Ties are broken by a generator seeded with ``seed``.
+    ``symmetric`` (checked when None) only selects how columns of D are read; it never changes the result.
     """
-    D = np.asarray(distance, dtype=np.float64)
-    C = D.shape[0]
-    k = validate_k(k, C)
+    D = _working_distance(distance)
+    return _cluster(D, _columns(D, symmetric), validate_k(k, len(D)), seed, size_margin)
+
+
+def _cluster(D: np.ndarray, cols: np.ndarray, k: int, seed: int, size_margin: float | None) -> np.ndarray:
+    """``balanced_clustering`` on a zero-diagonal D whose columns are the rows of ``cols``.
+
+    The clustering phase is incremental (``_GreedyState``) and chooses exactly what re-scanning every
+    (label, group) pair at every step would choose; the tests compare both on many random cases.
+    """
+    C = len(D)
     rng = np.random.default_rng(seed)
-    lo, hi, n_hi = _capacities(C, k, size_margin)
-    off = D.copy()
-    np.fill_diagonal(off, 0.0)
-
     gamma = np.full(C, -1, dtype=np.int64)
-    sums = np.zeros((C, k))  # sums[c, g] = sum of D[c, m] over members m of group g
-    sizes = np.zeros(k, dtype=np.int64)
-
-    def assign(c: int, g: int) -> None:
-        gamma[c] = g
-        sizes[g] += 1
-        sums[:, g] += off[:, c]
-
-    assign(_pick(off.sum(axis=1) / (C - 1), rng, largest=True), 0)
+    seeds = [_pick(D.sum(axis=1) / (C - 1), rng, largest=True)]
+    gamma[seeds[0]] = 0
+    # distance of every label to its nearest seeded group (each group holds just its seed); seeds at -inf
+    nearest = cols[seeds[0]].copy()
+    nearest[seeds[0]] = -np.inf
     for g in range(1, k):  # initialisation phase: farthest label from the nearest seeded group
-        nearest = sums[:, :g].min(axis=1)
-        nearest[gamma >= 0] = -np.inf
-        assign(_pick(nearest, rng, largest=True), g)
+        c = _pick(nearest, rng, largest=True)
+        seeds.append(c)
+        gamma[c] = g
+        np.minimum(nearest, cols[c], out=nearest)
+        nearest[c] = -np.inf
 
     remaining = np.flatnonzero(gamma < 0)
-    while remaining.size:  # clustering phase
-        full = sizes >= hi
-        if size_margin is None and (sizes == hi).sum() >= n_hi:
-            full |= sizes >= lo
-        open_ = np.flatnonzero(~full)
-        avg = sums[np.ix_(remaining, open_)] / sizes[open_]  # (remaining labels, open groups)
-        r, c = divmod(_pick(avg.ravel(), rng, largest=False), len(open_))
-        assign(int(remaining[r]), int(open_[c]))
-        remaining = np.delete(remaining, r)
+    state = _GreedyState(cols, np.asarray(seeds), remaining, *_capacities(C, k, size_margin), size_margin is None)
+    for label, group in state.run(rng):  # clustering phase
+        gamma[label] = group
     return gamma
 
 
-def refine_swaps(distance: np.ndarray, gamma: np.ndarray, max_swaps: int | None = None) -> np.ndarray:
+class _GreedyState:
+    """The clustering phase of ``balanced_clustering`` without re-scanning all (label, group) pairs per step.
+
+    ``S[g, p]`` is the sum of D between remaining label ``rem[p]`` and the members of group g, accumulated in
+    assignment order as a plain scan would. Per open group it keeps the minimum average over the labels still
+    unassigned (``colmin``) and how many of them hit it exactly (``colexact``). ``rowcnt[p]`` counts the open
+    groups whose average with ``rem[p]`` ties the current global minimum ``v`` (within the tie tolerance); it
+    gives the number of tied pairs and, through a cumulative sum, the j-th tied pair in row-major (label,
+    group) order, the order in which a plain scan lists them.
+    """
+
+    def __init__(
+        self, cols: np.ndarray, seeds: np.ndarray, rem: np.ndarray, lo: int, hi: int, n_hi: int, exact: bool
+    ) -> None:
+        self.cols, self.rem = cols, rem
+        self.lo, self.hi, self.n_hi, self.exact = lo, hi, n_hi, exact
+        k = len(seeds)
+        self.S = cols[np.ix_(seeds, rem)]  # D between each seed and each remaining label
+        self.alive = np.ones(len(rem), dtype=bool)
+        self.sizes = np.ones(k, dtype=np.int64)
+        self.open = np.ones(k, dtype=bool)
+        self.colmin = self.S.min(axis=1)  # averages over one member are the sums themselves
+        self.colexact = np.count_nonzero(self.colmin[:, None] == self.S, axis=1)
+        self.v = np.nan  # the global minimum rowcnt refers to (nan: not built)
+        self.rowcnt = np.zeros(len(rem), dtype=np.int64)
+        self.counted = np.zeros(k, dtype=bool)  # groups whose tied labels are included in rowcnt
+
+    def _column_stats(self, g: int) -> None:
+        a = self.S[g] / self.sizes[g]
+        a[~self.alive] = np.inf
+        m = a.min()
+        self.colmin[g], self.colexact[g] = m, np.count_nonzero(a == m)
+
+    def _tol(self) -> float:
+        return _TIE_TOL * max(1.0, abs(self.v))
+
+    def _tied(self, groups: np.ndarray) -> np.ndarray:
+        """(len(groups), R) bool: unassigned labels whose average with each group ties ``v``."""
+        return (np.abs(self.S[groups] / self.sizes[groups, None] - self.v) <= self._tol()) & self.alive
+
+    def _near_v(self, groups: np.ndarray) -> np.ndarray:
+        return self.open[groups] & (np.abs(self.colmin[groups] - self.v) <= self._tol())
+
+    def _rebuild(self) -> None:
+        self.rowcnt[:] = 0
+        self.counted[:] = False
+        groups = np.flatnonzero(self._near_v(np.arange(len(self.open))))
+        self.counted[groups] = True
+        step = max(1, (1 << 20) // max(1, len(self.rem)))
+        for i in range(0, len(groups), step):
+            self.rowcnt += self._tied(groups[i : i + step]).sum(axis=0)
+
+    def _uncount(self, g: int) -> None:
+        if self.counted[g]:
+            self.rowcnt -= self._tied(np.array([g]))[0]
+            self.counted[g] = False
+
+    def _count(self, g: int) -> None:
+        if self._near_v(np.array([g]))[0]:
+            self.rowcnt += self._tied(np.array([g]))[0]
+            self.counted[g] = True
+
+    def _choose(self, rng: np.random.Generator) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """The (position, group) pair a full scan with ``_pick`` would choose, and that label's averages
+        with the open groups (groups, averages)."""
+        v = self.colmin[self.open].min()
+        if v != self.v:  # also when rowcnt was never built (nan)
+            self.v = v
+            self._rebuild()
+        n = int(self.rowcnt.sum())
+        j = int(rng.integers(n)) if n > 1 else 0
+        cum = np.cumsum(self.rowcnt)
+        p = int(np.searchsorted(cum, j, side="right"))
+        j -= int(cum[p - 1]) if p else 0
+        groups = np.flatnonzero(self.open)
+        a = self.S[groups, p] / self.sizes[groups]
+        tied = groups[self.counted[groups] & (np.abs(a - v) <= self._tol())]
+        return p, int(tied[j]), groups, a
+
+    def _remove_label(self, p: int, groups: np.ndarray, a: np.ndarray) -> None:
+        """Label ``rem[p]`` (averages ``a`` with the open ``groups``) is assigned: drop it from the statistics."""
+        hit = groups[a == self.colmin[groups]]
+        self.alive[p] = False
+        self.rowcnt[p] = 0
+        self.colexact[hit] -= 1
+        for g in hit[self.colexact[hit] == 0]:  # it was the only label at that group's minimum
+            self._column_stats(int(g))
+
+    def _close(self, groups: np.ndarray) -> None:
+        for g in groups:
+            self._uncount(int(g))
+        self.open[groups] = False
+        self.colmin[groups] = np.inf
+
+    def run(self, rng: np.random.Generator) -> Iterator[tuple[int, int]]:
+        """Yield (label, group) assignments in the order of the greedy clustering phase."""
+        lo, hi = self.lo, self.hi
+        for _ in range(len(self.rem)):
+            p, g, groups, a = self._choose(rng)
+            label = int(self.rem[p])
+            yield label, g
+            self._remove_label(p, groups, a)
+            self._uncount(g)
+            self.S[g] += self.cols[label][self.rem]
+            self.sizes[g] += 1
+            # exact balance: once n_hi groups hold hi labels, groups holding lo labels are full as well
+            at_hi = self.exact and np.count_nonzero(self.sizes == hi) >= self.n_hi
+            if self.sizes[g] >= hi or (at_hi and self.sizes[g] >= lo):
+                self._close(np.array([g]))
+                if at_hi:
+                    self._close(np.flatnonzero(self.open & (self.sizes >= lo)))
+            else:
+                self._column_stats(g)
+                self._count(g)
+
+
+def _member_sums(cols: np.ndarray, gamma: np.ndarray, k: int) -> np.ndarray:
+    """``sums[g, c]``: the sum of D[c, m] over the members m of group g, added in ascending member order.
+
+    D has a zero diagonal; its column m is ``cols[m]``. A fixed order of additions (not a BLAS product)
+    makes the sums, and so the refinement, the same on every machine.
+    """
+    order = np.argsort(gamma, kind="stable")
+    sizes = np.bincount(gamma, minlength=k)
+    starts = np.cumsum(sizes) - sizes
+    sums = np.zeros((k, len(gamma)))
+    for i in range(int(sizes.max())):  # the i-th member of every group that has one
+        groups = np.flatnonzero(sizes > i)
+        for j in range(0, len(groups), _BLOCK):
+            g = groups[j : j + _BLOCK]
+            m = order[starts[g] + i]
+            if len(groups) == k:  # every group: contiguous rows, added in place
+                sums[g[0] : g[-1] + 1] += cols[m]
+            else:
+                sums[g] += cols[m]
+    return sums
+
+
+class _SwapState:
+    """Best improving swap of ``refine_swaps`` without building the C x C matrix of swap gains per swap.
+
+    ``delta[a, b]`` (the change of the total within-group distance when a and b trade groups) is evaluated
+    with the same floating-point expression as a full matrix would use. Columns are cut into blocks of
+    ``BLOCK`` labels; per row and block the smallest value over other-group labels and its first column are
+    kept. A swap of a and b changes only the rows and the columns of the members of the two groups involved:
+    those rows are evaluated again, and per changed column block a row is either updated with the new values
+    or, if its block minimum sat in a changed column, that block is evaluated again. The member sums are kept
+    in both layouts, (group, label) and (label, group), so that gathers read contiguous memory.
+    """
+
+    ROWS = 8  # rows of delta evaluated at a time: the temporaries stay in the CPU cache
+    BLOCK = 128
+
+    def __init__(self, D: np.ndarray, cols: np.ndarray, gamma: np.ndarray) -> None:
+        self.D, self.cols, self.gamma = D, cols, gamma
+        C, k = len(gamma), int(gamma.max()) + 1
+        self.skc = _member_sums(cols, gamma, k)  # skc[g, c] = sum of D[c, m] over members m of g
+        self.sck = np.empty((C, k))
+        for i in range(0, C, _BLOCK):
+            self.sck[i : i + _BLOCK] = self.skc[:, i : i + _BLOCK].T
+        self.own = self.skc[gamma, np.arange(C)]
+        order, sizes = np.argsort(gamma, kind="stable"), np.bincount(gamma, minlength=k)
+        starts = np.cumsum(sizes) - sizes
+        # members[g, i]: the i-th member of group g (the last one repeated in smaller groups)
+        self.members = order[starts[:, None] + np.minimum(np.arange(sizes.max()), sizes[:, None] - 1)]
+        self.nb = -(-C // self.BLOCK)
+        self.bmin = np.empty((C, self.nb))  # per row and column block: smallest delta ...
+        self.barg = np.empty((C, self.nb), dtype=np.int64)  # ... and its first column
+        self.buf = np.full((self.ROWS, self.nb * self.BLOCK), np.inf)  # padding columns stay inf
+        self._rows(np.arange(C))
+
+    def _rows(self, rows: np.ndarray) -> None:
+        """Evaluate delta on whole rows and store the minimum and first arg-minimum of every block."""
+        g, C, nb, bs = self.gamma, len(self.gamma), self.nb, self.BLOCK
+        for i in range(0, len(rows), self.ROWS):
+            r = rows[i : i + self.ROWS]
+            buf = self.buf[: len(r)]
+            vals = buf[:, :C]
+            vals[...] = self.sck[r][:, g]  # sums[a, gamma[b]]
+            vals += self.skc[g[r]]  # + sums[b, gamma[a]]
+            vals -= self.own[r, None]
+            vals -= self.own[None, :]
+            vals -= 2.0 * self.D[r]
+            vals[np.arange(len(r))[:, None], self.members[g[r]]] = np.inf  # same group: no swap
+            blocks = buf.reshape(len(r), nb, bs)
+            arg = blocks.argmin(axis=2)
+            self.bmin[r] = np.take_along_axis(blocks, arg[:, :, None], axis=2)[:, :, 0]
+            self.barg[r] = arg + np.arange(nb) * bs
+
+    def _block(self, rows: np.ndarray, b: int) -> None:
+        """Evaluate delta on column block b of ``rows``."""
+        g, bs = self.gamma, self.BLOCK
+        cols = np.arange(b * bs, min(len(g), (b + 1) * bs))
+        for i in range(0, len(rows), 2048):
+            r = rows[i : i + 2048]
+            vals = self._columns_of_delta(cols, r)
+            arg = vals.argmin(axis=0)
+            self.bmin[r, b] = vals[arg, np.arange(len(r))]
+            self.barg[r, b] = cols[arg]
+
+    def _columns_of_delta(self, cols: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """``vals[i, j] = delta[rows[j], cols[i]]`` (same-group pairs at inf), read row-wise from the sums."""
+        g = self.gamma
+        if isinstance(rows, slice):
+            vals = self.skc[g[cols]] + self.sck[cols][:, g]  # sums[x, gamma[y]] + sums[y, gamma[x]]
+            vals -= self.own[None, :]
+            vals -= self.own[cols, None]
+            vals -= 2.0 * self.cols[cols]
+            vals[g[cols, None] == g[None, :]] = np.inf
+            return vals
+        vals = self.skc[np.ix_(g[cols], rows)] + self.sck[np.ix_(cols, g[rows])]
+        vals -= self.own[None, rows]
+        vals -= self.own[cols, None]
+        vals -= 2.0 * self.cols[np.ix_(cols, rows)]
+        vals[g[cols, None] == g[None, rows]] = np.inf
+        return vals
+
+    def best(self) -> tuple[int, int, float]:
+        """The first (row-major) pair of smallest delta, and that delta."""
+        a, blk = divmod(int(self.bmin.argmin()), self.nb)
+        return a, int(self.barg[a, blk]), float(self.bmin[a, blk])
+
+    def swap(self, a: int, b: int) -> None:
+        g = self.gamma
+        ga, gb = int(g[a]), int(g[b])
+        da, db = self.cols[a], self.cols[b]  # columns of D (zero diagonal)
+        self.skc[ga] += db - da
+        self.skc[gb] += da - db
+        self.sck[:, ga], self.sck[:, gb] = self.skc[ga], self.skc[gb]
+        g[a], g[b] = gb, ga
+        row_a, row_b = self.members[ga], self.members[gb]  # views
+        row_a[row_a == a], row_b[row_b == b] = b, a
+        members = np.flatnonzero((g == ga) | (g == gb))  # ascending
+        self.own[members] = self.skc[g[members], members]
+        vals = self._columns_of_delta(members, slice(None))  # the changed columns, for every row
+        others = np.ones(len(g), dtype=bool)
+        others[members] = False
+        for blk in np.unique(members // self.BLOCK):
+            sel = members // self.BLOCK == blk
+            first = vals[sel].argmin(axis=0)
+            new_min, new_arg = vals[sel][first, np.arange(len(g))], members[sel][first]
+            old_min, old_arg = self.bmin[:, blk], self.barg[:, blk]
+            stale = np.isin(old_arg, members[sel])  # the block's minimum sat in a changed column
+            better = others & ~stale & ((new_min < old_min) | ((new_min == old_min) & (new_arg < old_arg)))
+            old_min[better], old_arg[better] = new_min[better], new_arg[better]
+            self._block(np.flatnonzero(others & stale), int(blk))
+        self._rows(members)
+
+
+def refine_swaps(
+    distance: np.ndarray, gamma: np.ndarray, max_swaps: int | None = None, symmetric: bool | None = None
+) -> np.ndarray:
     """Pairwise swaps between groups that lower the total within-group distance, keeping group sizes.
 
-    Beyond the paper: applies the best improving swap until none is left (a local optimum).
+    Beyond the paper: applies the best improving swap (the first pair of smallest change in row-major order)
+    until none is left (a local optimum) or ``max_swaps`` (default 50 C) swaps were made.
+    ``symmetric`` (checked when None) only selects how columns of D are read; it never changes the result.
     """
-    D = np.asarray(distance, dtype=np.float64).copy()
-    np.fill_diagonal(D, 0.0)
-    gamma = np.asarray(gamma, dtype=np.int64).copy()
-    C, k = len(gamma), int(gamma.max()) + 1
-    onehot = np.zeros((C, k))
-    onehot[np.arange(C), gamma] = 1.0
-    sums = D @ onehot  # sums[c, g] = sum of D[c, m] over members m of group g
-    max_swaps = max_swaps if max_swaps is not None else 50 * C
-    idx = np.arange(C)
-    for _ in range(max_swaps):
-        own = sums[idx, gamma]  # (C,)
-        # delta[a, b]: change of the total within-group distance when a and b trade groups
-        delta = sums[:, gamma] + sums[:, gamma].T - own[:, None] - own[None, :] - 2.0 * D
-        delta[gamma[:, None] == gamma[None, :]] = 0.0
-        a, b = divmod(int(delta.argmin()), C)
-        if delta[a, b] >= -1e-12:
+    D = _working_distance(distance)
+    gamma = np.asarray(gamma, dtype=np.int64)
+    if gamma.shape != (len(D),):
+        raise SSALError(f"gamma has shape {gamma.shape}, the distance matrix {D.shape}")
+    return _refine(D, _columns(D, symmetric), gamma, max_swaps)
+
+
+def _refine(D: np.ndarray, cols: np.ndarray, gamma: np.ndarray, max_swaps: int | None) -> np.ndarray:
+    """``refine_swaps`` on a zero-diagonal D whose columns are the rows of ``cols``."""
+    gamma = gamma.copy()
+    state = _SwapState(D, cols, gamma)
+    for _ in range(max_swaps if max_swaps is not None else 50 * len(gamma)):
+        a, b, delta = state.best()
+        if delta >= -1e-12:
             break
-        ga, gb = gamma[a], gamma[b]
-        sums[:, ga] += D[:, b] - D[:, a]
-        sums[:, gb] += D[:, a] - D[:, b]
-        gamma[a], gamma[b] = gb, ga
+        state.swap(a, b)
     return gamma
 
 
 def within_group_distance(distance: np.ndarray, gamma: Sequence[int]) -> float:
     """The sum of D over all unordered pairs of classes that share a group."""
-    g = np.asarray(gamma)
-    same = g[:, None] == g[None, :]
-    np.fill_diagonal(same, False)
-    return float(np.asarray(distance)[same].sum() / 2.0)
+    D = np.asarray(distance)
+    g = np.asarray(gamma, dtype=np.int64)
+    C = len(g)
+    order = np.argsort(g, kind="stable")
+    sizes = np.bincount(g)
+    starts = np.cumsum(sizes) - sizes
+    flat = []
+    for n in np.unique(sizes[sizes > 1]):  # groups of n members: n (n - 1) ordered pairs each
+        groups = np.flatnonzero(sizes == n)
+        m = order[starts[groups, None] + np.arange(n)]  # (groups, n) members
+        i, j = np.broadcast_arrays(m[:, :, None], m[:, None, :])
+        off = i != j
+        flat.append(i[off] * C + j[off])
+    if not flat:
+        return 0.0
+    # the same elements in the same (row-major) order as D[same_group].sum(): the same float result
+    return float(np.take(D, np.sort(np.concatenate(flat))).sum() / 2.0)
 
 
 # --- sources of groupings ------------------------------------------------------------------------
@@ -376,11 +704,12 @@ def group_from_confusion(
     source: str = "confusion",
 ) -> Grouping:
     """Group the classes of a confusion matrix into k balanced groups (paper Sec. 3.1)."""
-    D = distance_matrix(confusion, criterion)
-    validate_k(k, D.shape[0])
-    gamma = balanced_clustering(D, k, seed=seed, size_margin=size_margin)
+    D = distance_matrix(confusion, criterion)  # a fresh, exactly symmetric array
+    k = validate_k(k, D.shape[0])
+    np.fill_diagonal(D, 0.0)  # the clustering and the refinement ignore the diagonal
+    gamma = _cluster(D, D, k, seed, size_margin)
     if refine:
-        gamma = refine_swaps(D, gamma)
+        gamma = _refine(D, D, gamma, None)
     extra = {"refined": bool(refine), "within_group_distance": within_group_distance(D, gamma)}
     if size_margin is not None:
         extra["size_margin"] = size_margin

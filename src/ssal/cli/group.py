@@ -64,8 +64,8 @@ def load_matrix(path: Path) -> np.ndarray:
     if not path.is_file():
         raise SSALError(f"confusion matrix not found: {path}")
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npy":  # memory-mapped: the grouping reads it tile by tile (C = 10,000 is 800 MB)
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
     except (ValueError, OSError, EOFError) as e:
         raise SSALError(f"cannot read confusion matrix {path}: {e}") from None
