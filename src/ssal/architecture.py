@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from .errors import SSALError
+from .features import declared_layouts, default_positions, infer_layout, prefix_tokens_hint
 from .grouping import Grouping
-from .heads import DEFAULT_HEAD, build_head
+from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
 
 __all__ = ["AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput"]
 
@@ -35,22 +36,26 @@ class SSALOutput(NamedTuple):
 class Branch:
     """Where to attach an auxiliary head, what it predicts, and how it is built.
 
-    ``at`` is a module name of the backbone (or an alias from ``backbone.ssal_positions``).
-    ``head`` is a head spec string (see ``ssal.heads``) or a callable ``(in_channels, k) -> nn.Module``.
+    ``at`` is a module name of the backbone (or an alias g1, g2, ... from ``ssal.features.default_positions``).
+    ``head`` is a head spec string (see ``ssal.heads``) or a callable ``(in_channels, k) -> nn.Module`` that gets
+    the raw feature; ``None`` picks ``DEFAULT_TOKEN_HEAD`` on tokens and ``DEFAULT_HEAD`` otherwise.
+    ``layout`` states the feature layout at ``at`` (nchw, nhwc, tokens, tokens_cls, tokens_pP; see
+    ``ssal.features``) when the model does not declare it and the output shape cannot prove it.
     """
 
     at: str
     grouping: Grouping
-    head: HeadSpec = DEFAULT_HEAD
+    head: HeadSpec | None = None
     name: str | None = None
+    layout: str | None = None
 
 
 class AuxBranch(nn.Module):
     """One auxiliary classifier g_i: a head plus its class-to-group map gamma_i (a LongTensor buffer)."""
 
-    def __init__(self, at: str, head: nn.Module, gamma: torch.Tensor, name: str) -> None:
+    def __init__(self, at: str, head: nn.Module, gamma: torch.Tensor, name: str, layout: str = "nchw") -> None:
         super().__init__()
-        self.at, self.name = at, name
+        self.at, self.name, self.layout = at, name, layout
         self.head = head
         self.register_buffer("gamma", gamma.long().clone())
 
@@ -120,9 +125,10 @@ class SSALModel(nn.Module):
         self.branches_enabled = True
         self._aux_out: dict[str, torch.Tensor] | None = None
         modules = dict(backbone.named_modules())
-        aliases: dict[str, str] = dict(getattr(backbone, "ssal_positions", {}) or {})
+        aliases = default_positions(backbone)
         targets = [self._resolve(b.at, modules, aliases) for b in branches]
         shapes, self.num_classes = self._probe(targets)
+        declared, prefix = declared_layouts(backbone), prefix_tokens_hint(backbone)
         self.branches = nn.ModuleList()
         for i, (b, at) in enumerate(zip(branches, targets, strict=True)):
             g = b.grouping
@@ -133,9 +139,14 @@ class SSALModel(nn.Module):
                     f"branch {i} at {b.at!r}: its grouping has {g.num_classes} classes "
                     f"but the model predicts {self.num_classes}"
                 )
-            cin = shapes[at][1]
-            head = b.head(cin, g.k) if callable(b.head) else build_head(b.head, cin, g.k)
-            self.branches.append(AuxBranch(at, head, g.as_tensor(), b.name or f"g{i + 1}"))
+            lay, _ = infer_layout(shapes[at], at, b.layout, declared.get(at), prefix, self.input_size[1:])
+            cin = lay.channels(shapes[at])
+            if callable(b.head):
+                head = b.head(cin, g.k)
+            else:
+                spec = b.head if b.head is not None else DEFAULT_TOKEN_HEAD if lay.kind == "tokens" else DEFAULT_HEAD
+                head = build_head(spec, cin, g.k, lay, lay.grid(shapes[at]))
+            self.branches.append(AuxBranch(at, head, g.as_tensor(), b.name or f"g{i + 1}", str(lay)))
         names = self.branch_names
         if len(set(names)) != len(names):
             raise SSALError(f"branch names must be unique, got {names}")
@@ -207,10 +218,10 @@ class SSALModel(nn.Module):
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if not use or len(self.branches) == 0:
-            return SSALOutput(self.backbone(x), ())
+            return SSALOutput(_as_tensor(self.backbone(x), "the backbone"), ())
         self._aux_out = {}
         try:
-            main = self.backbone(x)
+            main = _as_tensor(self.backbone(x), "the backbone")
             aux = tuple(self._aux_out[b.name] for b in self.branches)
         finally:
             self._aux_out = None

@@ -38,6 +38,7 @@ __all__ = [
     "SSALTask",
     "TrainingDivergedError",
     "build_optimizer",
+    "param_groups",
     "build_trainer",
     "checkpoint_meta",
     "ensure_writable_run",
@@ -93,17 +94,41 @@ def lr_factor(s: ScheduleConfig, epochs: int, t: float) -> float:
     return 1.0 - (1.0 - s.final_lr) * p
 
 
+def param_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """The trainable parameters of an ``SSALModel`` by role: ``classifier`` (f's output layer), ``backbone``
+    (the rest of f) and ``branches`` (the g_i). Any other module's parameters count as ``classifier``."""
+    from .features import classifier_names
+
+    out: dict[str, list[torch.nn.Parameter]] = {"classifier": [], "backbone": [], "branches": []}
+    backbone = getattr(model, "backbone", None)
+    heads = tuple(f"backbone.{n}." for n in classifier_names(backbone)) if backbone is not None else ()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("branches."):
+            out["branches"].append(p)
+        elif name.startswith("backbone.") and not name.startswith(heads):
+            out["backbone"].append(p)
+        else:
+            out["classifier"].append(p)
+    return out
+
+
 def build_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.SGD:
     """SGD with momentum / Nesterov. Weight decay on kernels only unless ``decay_norm_and_bias``.
 
     The authors' Keras ``l2(wd)`` adds wd * ||w||^2 to the loss, whose gradient is 2 * wd * w: it equals
-    ``weight_decay = 2 * wd`` in PyTorch.
+    ``weight_decay = 2 * wd`` in PyTorch. Parameter groups carry a ``role`` (classifier, backbone, branches); the
+    backbone's learning rate is scaled by ``backbone_lr_scale``, the branches' by ``branch_lr_scale``.
     """
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 or o.decay_norm_and_bias else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    scale = {"classifier": 1.0, "backbone": o.backbone_lr_scale, "branches": o.branch_lr_scale}
+    groups = []
+    for role, params in param_groups(model).items():
+        decay = [p for p in params if p.ndim > 1 or o.decay_norm_and_bias]
+        no_decay = [p for p in params if not (p.ndim > 1 or o.decay_norm_and_bias)]
+        lr = o.lr * scale[role]
+        groups.append({"params": decay, "weight_decay": o.weight_decay, "lr": lr, "role": role})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "role": role})
     return torch.optim.SGD([g for g in groups if g["params"]], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 
@@ -243,8 +268,16 @@ class SSALTask(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = build_optimizer(self.model, self.optim_cfg)
         steps = max(int(self.trainer.estimated_stepping_batches // max(self.epochs, 1)), 1)
-        sc, E = self.schedule_cfg, self.epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(sc, E, (step + 1) / steps))
+        sc, E, frozen = self.schedule_cfg, self.epochs, self.optim_cfg.freeze_backbone_epochs
+
+        def factor(step: int) -> float:
+            return lr_factor(sc, E, (step + 1) / steps)
+
+        def backbone_factor(step: int) -> float:  # lr 0 while the backbone is frozen
+            return 0.0 if step / steps < frozen else factor(step)
+
+        lambdas = [backbone_factor if g["role"] == "backbone" else factor for g in opt.param_groups]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # checkpoint metadata ----------------------------------------------------------------------------------
