@@ -44,6 +44,7 @@ __all__ = [
     "ensure_writable_run",
     "fit",
     "lr_factor",
+    "lr_lambdas",
     "rng_state",
     "set_rng_state",
 ]
@@ -130,6 +131,20 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.SGD:
         groups.append({"params": decay, "weight_decay": o.weight_decay, "lr": lr, "role": role})
         groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "role": role})
     return torch.optim.SGD([g for g in groups if g["params"]], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def lr_lambdas(
+    opt: torch.optim.Optimizer, s: ScheduleConfig, epochs: int, steps_per_epoch: int, freeze_epochs: float = 0.0
+) -> list[Any]:
+    """One LambdaLR factor per parameter group: the schedule, and 0 for the backbone while it is frozen."""
+
+    def factor(step: int) -> float:
+        return lr_factor(s, epochs, (step + 1) / steps_per_epoch)
+
+    def backbone_factor(step: int) -> float:
+        return 0.0 if step / steps_per_epoch < freeze_epochs else factor(step)
+
+    return [backbone_factor if g.get("role") == "backbone" else factor for g in opt.param_groups]
 
 
 # --- RNG state (plain tensors and lists, so checkpoints stay weights_only-loadable) ----------------------
@@ -268,15 +283,7 @@ class SSALTask(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = build_optimizer(self.model, self.optim_cfg)
         steps = max(int(self.trainer.estimated_stepping_batches // max(self.epochs, 1)), 1)
-        sc, E, frozen = self.schedule_cfg, self.epochs, self.optim_cfg.freeze_backbone_epochs
-
-        def factor(step: int) -> float:
-            return lr_factor(sc, E, (step + 1) / steps)
-
-        def backbone_factor(step: int) -> float:  # lr 0 while the backbone is frozen
-            return 0.0 if step / steps < frozen else factor(step)
-
-        lambdas = [backbone_factor if g["role"] == "backbone" else factor for g in opt.param_groups]
+        lambdas = lr_lambdas(opt, self.schedule_cfg, self.epochs, steps, self.optim_cfg.freeze_backbone_epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -35,6 +35,7 @@ __all__ = [
     "pretrained_info",
     "read_weights_file",
     "split_name",
+    "tv_builder_options",
     "zoo_weights_info",
 ]
 
@@ -202,6 +203,12 @@ def _tv_weight_kwargs(base: str, w: Any) -> dict[str, Any]:
     if base in ("inception_v3", "googlenet"):
         return {"transform_input": True, "aux_logits": True, "init_weights": False}
     return {}
+
+
+def tv_builder_options(base: str, pretrained: bool | str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options ``torchvision.models.get_model(base, num_classes=C, **options)`` needs to rebuild the model."""
+    w = _tv_weights(base) if pretrained is True else None
+    return {**(_tv_weight_kwargs(base, w) if w is not None else {}), **options}
 
 
 def _build_torchvision(
