@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import SSALError
-from .features import declared_layouts, default_positions, infer_layout, prefix_tokens_hint
+from .features import AmbiguousLayoutError, declared_layouts, default_positions, infer_layout, prefix_tokens_hint
 from .grouping import Grouping
 from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
 
@@ -128,7 +128,7 @@ class SSALModel(nn.Module):
         aliases = default_positions(backbone)
         targets = [self._resolve(b.at, modules, aliases) for b in branches]
         shapes, self.num_classes = self._probe(targets)
-        declared, prefix = declared_layouts(backbone), prefix_tokens_hint(backbone)
+        layouts = self._layouts(branches, targets, shapes)
         self.branches = nn.ModuleList()
         for i, (b, at) in enumerate(zip(branches, targets, strict=True)):
             g = b.grouping
@@ -139,7 +139,7 @@ class SSALModel(nn.Module):
                     f"branch {i} at {b.at!r}: its grouping has {g.num_classes} classes "
                     f"but the model predicts {self.num_classes}"
                 )
-            lay, _ = infer_layout(shapes[at], at, b.layout, declared.get(at), prefix, self.input_size[1:])
+            lay = layouts[i]
             cin = lay.channels(shapes[at])
             if callable(b.head):
                 head = b.head(cin, g.k)
@@ -168,7 +168,34 @@ class SSALModel(nn.Module):
         msg += f" (did you mean {', '.join(hint)}?)" if hint else ""
         raise SSALError(f"{msg}; valid names: {listing}")
 
-    def _probe(self, targets: Sequence[str]) -> tuple[dict[str, torch.Size], int]:
+    def _layouts(self, branches: Sequence[Branch], targets: Sequence[str], shapes: dict[str, torch.Size]) -> list:
+        """The feature layout of each branch (``ssal.features.infer_layout``); a second probe at twice the input
+        size settles shapes that one probe leaves ambiguous (which axes are spatial)."""
+        declared, prefix = declared_layouts(self.backbone), prefix_tokens_hint(self.backbone)
+        hw = self.input_size[1:]
+        alt: dict[str, torch.Size] | None = None
+        out = []
+        for b, at in zip(branches, targets, strict=True):
+            try:
+                lay, _ = infer_layout(shapes[at], at, b.layout, declared.get(at), prefix, hw)
+            except AmbiguousLayoutError:
+                if alt is None:
+                    alt = self._probe_alt(targets)
+                if not alt:
+                    raise
+                lay, _ = infer_layout(shapes[at], at, b.layout, declared.get(at), prefix, hw, alt.get(at))
+            out.append(lay)
+        return out
+
+    def _probe_alt(self, targets: Sequence[str]) -> dict[str, torch.Size]:
+        """Attach-point shapes at twice the input size ({} if the backbone does not take that size)."""
+        c, h, w = self.input_size
+        try:
+            return self._probe(targets, (c, 2 * h, 2 * w))[0]
+        except SSALError:
+            return {}
+
+    def _probe(self, targets: Sequence[str], size: Sequence[int] | None = None) -> tuple[dict[str, torch.Size], int]:
         """Run one dummy batch through the backbone to learn the attach-point shapes and C."""
         shapes: dict[str, torch.Size] = {}
         modules = dict(self.backbone.named_modules())
@@ -177,14 +204,15 @@ class SSALModel(nn.Module):
             for t in dict.fromkeys(targets)
         ]
         p = next(self.backbone.parameters(), None)
-        x = torch.zeros(2, *self.input_size, device=p.device if p is not None else None)
+        size = tuple(self.input_size if size is None else size)
+        x = torch.zeros(2, *size, device=p.device if p is not None else None)
         was_training = self.backbone.training
         try:
             self.backbone.eval()
             with torch.no_grad():
                 out = _as_tensor(self.backbone(x), "the backbone")
-        except RuntimeError as e:
-            raise SSALError(f"the backbone failed on an input of size {self.input_size}: {e}") from None
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise SSALError(f"the backbone failed on an input of size {size}: {str(e).splitlines()[0]}") from None
         finally:
             self.backbone.train(was_training)
             for h in hooks:

@@ -11,8 +11,9 @@ A 2-D output (B, C) is a ``vector``. The layout of an attach point is, in this o
 (``Branch(layout=...)``, ``layout:`` in a config); what the model declares for that exact module (timm
 ``feature_info`` with its ``output_fmt``, known torchvision families, or a ``ssal_layouts`` dict on the backbone);
 otherwise what the output shape of the width probe proves (a map from a square input has two equal spatial sizes;
-a token count minus exactly one possible prefix count is a square grid). A shape that fits more than one layout is
-an error that says which ``layout:`` to write: the layout is never guessed.
+a token count minus exactly one possible prefix count is a square grid), and if that is not enough, which axes
+change when the probe runs again at twice the input size (the spatial ones; the channel axis stays). A shape that
+still fits more than one layout is an error that says which ``layout:`` to write: the layout is never guessed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .errors import SSALError
 
 __all__ = [
     "LAYOUT_HELP",
+    "AmbiguousLayoutError",
     "Layout",
     "classifier_names",
     "declared_layouts",
@@ -39,6 +41,10 @@ __all__ = [
 LAYOUT_HELP = "nchw (B, C, H, W), nhwc (B, H, W, C), tokens (B, N, D), tokens_cls (class token first), tokens_pP"
 _TOKENS = re.compile(r"^tokens(?:_cls|_p(\d+))?$")
 MAX_PREFIX = 8  # class + distillation + register tokens considered when a token count is read from the probe
+
+
+class AmbiguousLayoutError(SSALError):
+    """The output shape of an attach point fits more than one layout (state it with ``layout:``)."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +105,12 @@ def infer_layout(
     declared: Layout | None = None,
     prefix_hint: int | None = None,
     input_hw: tuple[int, int] | None = None,
+    shape_alt: Sequence[int] | None = None,
 ) -> tuple[Layout, str]:
     """The layout of the output ``shape`` of attach point ``where`` and how it was known (stated/model/probe).
 
-    Raises ``SSALError`` when the stated layout does not fit the shape, or when the shape alone is ambiguous.
+    ``shape_alt`` is the output shape for an input of another size, if known. Raises ``SSALError`` when the stated
+    layout does not fit the shape, ``AmbiguousLayoutError`` when the shapes do not prove a layout.
     """
     shape = tuple(int(s) for s in shape)
     rank = len(shape)
@@ -125,9 +133,9 @@ def infer_layout(
                 )
         return declared, "model"
     if rank == 4:
-        kind = _map_layout(shape, input_hw)
+        kind = _map_layout(shape, input_hw) or _moved_axes(shape, shape_alt)
         if kind is None:
-            raise SSALError(
+            raise AmbiguousLayoutError(
                 f"cannot tell the layout of attach point {where!r} from its output shape {shape}: "
                 "set the branch's layout (layout: nchw for (B, C, H, W), layout: nhwc for (B, H, W, C))"
             )
@@ -141,7 +149,7 @@ def infer_layout(
             found = [0]  # e.g. a ViT's patch embedding: the square grid, before the class token is added
         if len(found) == 1:
             return Layout("tokens", found[0]), "probe"
-        raise SSALError(
+        raise AmbiguousLayoutError(
             f"cannot tell the layout of attach point {where!r} from its output shape {shape}: {n} tokens "
             + (f"could have {' or '.join(map(str, found))} prefix tokens" if found else "do not form a square grid")
             + "; set the branch's layout (layout: tokens, tokens_cls or tokens_pP for P prefix tokens)"
@@ -159,6 +167,14 @@ def _map_layout(shape: tuple[int, ...], input_hw: tuple[int, int] | None) -> str
     if a == b and b != c:
         return "nhwc"
     return None
+
+
+def _moved_axes(shape: tuple[int, ...], alt: Sequence[int] | None) -> str | None:
+    """nchw or nhwc from which axes changed with the input size (spatial axes change, the channel axis does not)."""
+    if alt is None or len(alt) != 4:
+        return None
+    moved = [int(a) != int(b) for a, b in zip(shape[1:], tuple(alt)[1:], strict=True)]
+    return {(False, True, True): "nchw", (True, True, False): "nhwc"}.get(tuple(moved))  # type: ignore[arg-type]
 
 
 # --- what known model families declare ---------------------------------------------------------------

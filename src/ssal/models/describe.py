@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import SSALError
-from ..features import declared_layouts, default_positions, infer_layout, prefix_tokens_hint
+from ..features import AmbiguousLayoutError, declared_layouts, default_positions, infer_layout, prefix_tokens_hint
 
 __all__ = ["AttachPoint", "attach_points", "format_attach_points", "model_names"]
 
@@ -71,6 +71,34 @@ def attach_points(
     by_module = {m: a for a, m in aliases.items()}
     declared, prefix = declared_layouts(backbone), prefix_tokens_hint(backbone)
     names = [n for n, _ in backbone.named_modules() if n and (depth is None or n.count(".") < depth or n in by_module)]
+    shapes = _probe_shapes(backbone, names, size)
+    if shapes is None:
+        raise SSALError(f"{name} failed on an input of size {size}; try --input-size")
+    alt: dict[str, tuple[int, ...]] | None = None
+    out = []
+    for n in names:
+        if n not in shapes:
+            continue
+        shape = shapes[n]
+        try:
+            try:
+                lay, src = infer_layout(shape, n, None, declared.get(n), prefix, size[1:])
+            except AmbiguousLayoutError:
+                if alt is None:
+                    alt = _probe_shapes(backbone, names, (size[0], 2 * size[1], 2 * size[2])) or {}
+                lay, src = infer_layout(shape, n, None, declared.get(n), prefix, size[1:], alt.get(n))
+            layout, grid = str(lay), lay.grid(shape)
+        except SSALError:
+            layout, src, grid = "?", "state it (layout:)", None
+        red = size[1] // grid[0] if grid and grid[0] else None
+        out.append(AttachPoint(n, shape[1:], layout, src, red, by_module.get(n, "")))
+    return out, size
+
+
+def _probe_shapes(
+    backbone: nn.Module, names: list[str], size: tuple[int, int, int]
+) -> dict[str, tuple[int, ...]] | None:
+    """Output shapes of the modules ``names`` for a zero batch of ``size`` (None if the model rejects the size)."""
     shapes: dict[str, tuple[int, ...]] = {}
     modules = dict(backbone.named_modules())
 
@@ -87,24 +115,12 @@ def attach_points(
         backbone.eval()
         with torch.no_grad():
             backbone(torch.zeros(2, *size))
-    except RuntimeError as e:
-        raise SSALError(f"{name} failed on an input of size {size}: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, AssertionError, ValueError):
+        return None
     finally:
         for h in handles:
             h.remove()
-    out = []
-    for n in names:
-        if n not in shapes:
-            continue
-        shape = shapes[n]
-        try:
-            lay, src = infer_layout(shape, n, None, declared.get(n), prefix, size[1:])
-            layout, grid = str(lay), lay.grid(shape)
-        except SSALError:
-            layout, src, grid = "?", "state it (layout:)", None
-        red = size[1] // grid[0] if grid and grid[0] else None
-        out.append(AttachPoint(n, shape[1:], layout, src, red, by_module.get(n, "")))
-    return out, size
+    return shapes
 
 
 def format_attach_points(name: str, points: list[AttachPoint], size: tuple[int, int, int]) -> str:
