@@ -3,7 +3,8 @@
 from .architecture import Branch, SSALModel, SSALOutput
 from .errors import SSALError
 from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
-from .heads import DEFAULT_HEAD, build_head
+from .features import Layout
+from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
 from .loss import LossParts, SSALLoss
 from .prediction import (
     LinearCombination,
@@ -18,8 +19,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_HEAD",
+    "DEFAULT_TOKEN_HEAD",
     "Branch",
     "Grouping",
+    "Layout",
     "LinearCombination",
     "LossParts",
     "SSALError",
