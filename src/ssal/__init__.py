@@ -2,8 +2,8 @@
 
 from .architecture import Branch, SSALModel, SSALOutput
 from .errors import SSALError
-from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
 from .features import Layout
+from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
 from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
 from .loss import LossParts, SSALLoss
 from .prediction import (
