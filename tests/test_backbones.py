@@ -72,6 +72,10 @@ def test_layout_rules() -> None:
     assert infer_layout((2, 8, 8, 8), "a", stated="nhwc") == (Layout("nhwc"), "stated")
     assert infer_layout((2, 8, 8, 8), "a", shape_alt=(2, 8, 16, 16))[0] == Layout("nchw")  # spatial axes moved
     assert infer_layout((2, 8, 8, 8), "a", shape_alt=(2, 16, 16, 8))[0] == Layout("nhwc")
+    assert infer_layout((2, 17, 32), "a", shape_alt=(2, 65, 32))[0] == Layout("tokens", 1)  # 4x the patches
+    assert infer_layout((2, 16, 384), "a", prefix_hint=0)[0] == Layout("tokens", 0)
+    with pytest.raises(SSALError, match=r"\(B, D, N\)"):
+        infer_layout((2, 16, 16), "a", shape_alt=(2, 16, 64))
     with pytest.raises(AmbiguousLayoutError, match="layout: nchw.*layout: nhwc"):
         infer_layout((2, 8, 8, 8), "blk")
     with pytest.raises(AmbiguousLayoutError, match="tokens_cls"):

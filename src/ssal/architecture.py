@@ -219,6 +219,13 @@ class SSALModel(nn.Module):
                 h.remove()
         if out.dim() != 2:
             raise SSALError(f"the backbone must return logits of shape (B, C), got {tuple(out.shape)}")
+        for t in targets:
+            if t not in shapes:
+                kids = [n for n, _ in modules[t].named_children()]
+                raise SSALError(
+                    f"attach point {t!r} is never called as a whole (the model calls its parts one by one)"
+                    + (f"; attach to one of its children, e.g. {t}.{kids[-1]}" if kids else "")
+                )
         return shapes, int(out.shape[1])
 
     def _move_branches_like_backbone(self) -> None:

@@ -144,9 +144,18 @@ def infer_layout(
         n = shape[1]
         if prefix_hint is not None and _squares(n, [prefix_hint]):
             return Layout("tokens", prefix_hint), "model"
+        if shape_alt is not None and len(shape_alt) == 3 and int(shape_alt[2]) != shape[2]:
+            raise SSALError(
+                f"attach point {where!r}: its output {shape} is a (B, D, N) sequence (the last axis grows with the "
+                "input); attach the branch to a module with (B, N, D) tokens or a map"
+            )
         found = _squares(n, range(MAX_PREFIX + 1))
         if prefix_hint is not None and _squares(n, [0]):
             found = [0]  # e.g. a ViT's patch embedding: the square grid, before the class token is added
+        if len(found) != 1 and shape_alt is not None and len(shape_alt) == 3:
+            grown = int(shape_alt[1]) - n  # twice the side: 4x the patch tokens, the prefix tokens stay
+            if grown > 0 and grown % 3 == 0 and 0 <= n - grown // 3 <= MAX_PREFIX:
+                found = [n - grown // 3]
         if len(found) == 1:
             return Layout("tokens", found[0]), "probe"
         raise AmbiguousLayoutError(
@@ -193,6 +202,8 @@ def prefix_tokens_hint(backbone: nn.Module) -> int | None:
         return n
     if _is_torchvision(backbone, "VisionTransformer"):
         return 1
+    if _is_timm(backbone):
+        return 0  # timm models with prefix tokens say how many (num_prefix_tokens)
     return None
 
 
@@ -242,12 +253,16 @@ _TORCHVISION_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SwinTransformer", ("features.1", "features.3", "features.5", "features.7")),
     ("ShuffleNetV2", ("stage2", "stage3", "stage4")),
     ("MaxVit", ("blocks.0", "blocks.1", "blocks.2", "blocks.3")),
+    ("GoogLeNet", ("inception3b", "inception4e", "inception5b")),
+    ("Inception3", ("Mixed_5d", "Mixed_6e", "Mixed_7c")),
+    ("MNASNet", tuple(f"layers.{i}" for i in range(8, 14))),
 )
 
 
 def default_positions(backbone: nn.Module) -> dict[str, str]:
     """Aliases g1..gN of a model's stage outputs: its own ``ssal_positions``, timm ``feature_info``, or the
-    stages of a known torchvision family (ViT: every encoder layer; EfficientNet/MobileNet: every ``features.i``)."""
+    stages of a known torchvision family (ViT: every encoder layer; EfficientNet/MobileNet: every ``features.i``;
+    VGG/AlexNet/SqueezeNet: every max pooling)."""
     own = getattr(backbone, "ssal_positions", None)
     if own:
         return dict(own)
@@ -262,7 +277,17 @@ def default_positions(backbone: nn.Module) -> dict[str, str]:
             mods = sorted((n for n in names if re.fullmatch(r"encoder\.layers\.encoder_layer_\d+", n)), key=_num)
         elif cls in ("EfficientNet", "MobileNetV2", "MobileNetV3"):
             mods = sorted((n for n in names if re.fullmatch(r"features\.\d+", n)), key=_num)[1:-1]
-    return {f"g{i + 1}": m for i, m in enumerate(mods) if m in names}
+        elif cls in ("VGG", "AlexNet", "SqueezeNet"):  # the end of every stage: its max pooling
+            mods = [n for n, m in backbone.named_modules() if n.startswith("features.") and isinstance(m, nn.MaxPool2d)]
+    modules = dict(backbone.named_modules())
+    out = {}
+    for m in mods:
+        mod = modules.get(m)
+        if isinstance(mod, nn.ModuleList) and len(mod):  # never called as a whole: its last block's output
+            m = f"{m}.{len(mod) - 1}"
+        if m in modules:
+            out[f"g{len(out) + 1}"] = m
+    return out
 
 
 def _num(name: str) -> int:
