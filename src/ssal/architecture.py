@@ -212,7 +212,10 @@ class SSALModel(nn.Module):
             with torch.no_grad():
                 out = _as_tensor(self.backbone(x), "the backbone")
         except (RuntimeError, AssertionError, ValueError) as e:
-            raise SSALError(f"the backbone failed on an input of size {size}: {str(e).splitlines()[0]}") from None
+            raise SSALError(
+                f"the backbone failed on an input of size {size}: {str(e).splitlines()[0]} (a model built for one "
+                "input size needs that size: model.input_size, or its size option such as image_size / img_size)"
+            ) from None
         finally:
             self.backbone.train(was_training)
             for h in hooks:
