@@ -107,7 +107,8 @@ def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
 
     _, h, w = input_size(info)
     crop = info.config.data.name == "folder" or min(h, w) >= 224
-    resize = input_geometry(info.config)[1] if info.config.data.name == "folder" else None
+    folder_model = info.config.data.name == "folder" and getattr(info.config, "model", None) is not None
+    resize = input_geometry(info.config)[1] if folder_model else None
     resize = resize or round(min(h, w) * 256 / 224)
 
     def transform(img: Any) -> torch.Tensor:
