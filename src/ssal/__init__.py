@@ -15,7 +15,9 @@ _LAZY = {
     "group_from_superclasses": "grouping",
     "random_grouping": "grouping",
     "DEFAULT_HEAD": "heads",
+    "DEFAULT_TOKEN_HEAD": "heads",
     "build_head": "heads",
+    "Layout": "features",
     "LossParts": "loss",
     "SSALLoss": "loss",
     "LinearCombination": "prediction",
@@ -28,8 +30,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .architecture import Branch, SSALModel, SSALOutput
+    from .features import Layout
     from .grouping import Grouping, group_from_confusion, group_from_superclasses, random_grouping
-    from .heads import DEFAULT_HEAD, build_head
+    from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
     from .loss import LossParts, SSALLoss
     from .prediction import (
         LinearCombination,
@@ -60,8 +63,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_HEAD",
+    "DEFAULT_TOKEN_HEAD",
     "Branch",
     "Grouping",
+    "Layout",
     "LinearCombination",
     "LossParts",
     "SSALError",

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from .errors import SSALError
+from .features import AmbiguousLayoutError, declared_layouts, default_positions, infer_layout, prefix_tokens_hint
 from .grouping import Grouping
-from .heads import DEFAULT_HEAD, build_head
+from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
 
 __all__ = ["AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput"]
 
@@ -35,22 +36,26 @@ class SSALOutput(NamedTuple):
 class Branch:
     """Where to attach an auxiliary head, what it predicts, and how it is built.
 
-    ``at`` is a module name of the backbone (or an alias from ``backbone.ssal_positions``).
-    ``head`` is a head spec string (see ``ssal.heads``) or a callable ``(in_channels, k) -> nn.Module``.
+    ``at`` is a module name of the backbone (or an alias g1, g2, ... from ``ssal.features.default_positions``).
+    ``head`` is a head spec string (see ``ssal.heads``) or a callable ``(in_channels, k) -> nn.Module`` that gets
+    the raw feature; ``None`` picks ``DEFAULT_TOKEN_HEAD`` on tokens and ``DEFAULT_HEAD`` otherwise.
+    ``layout`` states the feature layout at ``at`` (nchw, nhwc, tokens, tokens_cls, tokens_pP; see
+    ``ssal.features``) when the model does not declare it and the output shape cannot prove it.
     """
 
     at: str
     grouping: Grouping
-    head: HeadSpec = DEFAULT_HEAD
+    head: HeadSpec | None = None
     name: str | None = None
+    layout: str | None = None
 
 
 class AuxBranch(nn.Module):
     """One auxiliary classifier g_i: a head plus its class-to-group map gamma_i (a LongTensor buffer)."""
 
-    def __init__(self, at: str, head: nn.Module, gamma: torch.Tensor, name: str) -> None:
+    def __init__(self, at: str, head: nn.Module, gamma: torch.Tensor, name: str, layout: str = "nchw") -> None:
         super().__init__()
-        self.at, self.name = at, name
+        self.at, self.name, self.layout = at, name, layout
         self.head = head
         self.register_buffer("gamma", gamma.long().clone())
 
@@ -120,9 +125,10 @@ class SSALModel(nn.Module):
         self.branches_enabled = True
         self._aux_out: dict[str, torch.Tensor] | None = None
         modules = dict(backbone.named_modules())
-        aliases: dict[str, str] = dict(getattr(backbone, "ssal_positions", {}) or {})
+        aliases = default_positions(backbone)
         targets = [self._resolve(b.at, modules, aliases) for b in branches]
         shapes, self.num_classes = self._probe(targets)
+        layouts = self._layouts(branches, targets, shapes)
         self.branches = nn.ModuleList()
         for i, (b, at) in enumerate(zip(branches, targets, strict=True)):
             g = b.grouping
@@ -133,9 +139,14 @@ class SSALModel(nn.Module):
                     f"branch {i} at {b.at!r}: its grouping has {g.num_classes} classes "
                     f"but the model predicts {self.num_classes}"
                 )
-            cin = shapes[at][1]
-            head = b.head(cin, g.k) if callable(b.head) else build_head(b.head, cin, g.k)
-            self.branches.append(AuxBranch(at, head, g.as_tensor(), b.name or f"g{i + 1}"))
+            lay = layouts[i]
+            cin = lay.channels(shapes[at])
+            if callable(b.head):
+                head = b.head(cin, g.k)
+            else:
+                spec = b.head if b.head is not None else DEFAULT_TOKEN_HEAD if lay.kind == "tokens" else DEFAULT_HEAD
+                head = build_head(spec, cin, g.k, lay, lay.grid(shapes[at]))
+            self.branches.append(AuxBranch(at, head, g.as_tensor(), b.name or f"g{i + 1}", str(lay)))
         names = self.branch_names
         if len(set(names)) != len(names):
             raise SSALError(f"branch names must be unique, got {names}")
@@ -157,7 +168,34 @@ class SSALModel(nn.Module):
         msg += f" (did you mean {', '.join(hint)}?)" if hint else ""
         raise SSALError(f"{msg}; valid names: {listing}")
 
-    def _probe(self, targets: Sequence[str]) -> tuple[dict[str, torch.Size], int]:
+    def _layouts(self, branches: Sequence[Branch], targets: Sequence[str], shapes: dict[str, torch.Size]) -> list:
+        """The feature layout of each branch (``ssal.features.infer_layout``); a second probe at twice the input
+        size settles shapes that one probe leaves ambiguous (which axes are spatial)."""
+        declared, prefix = declared_layouts(self.backbone), prefix_tokens_hint(self.backbone)
+        hw = self.input_size[1:]
+        alt: dict[str, torch.Size] | None = None
+        out = []
+        for b, at in zip(branches, targets, strict=True):
+            try:
+                lay, _ = infer_layout(shapes[at], at, b.layout, declared.get(at), prefix, hw)
+            except AmbiguousLayoutError:
+                if alt is None:
+                    alt = self._probe_alt(targets)
+                if not alt:
+                    raise
+                lay, _ = infer_layout(shapes[at], at, b.layout, declared.get(at), prefix, hw, alt.get(at))
+            out.append(lay)
+        return out
+
+    def _probe_alt(self, targets: Sequence[str]) -> dict[str, torch.Size]:
+        """Attach-point shapes at twice the input size ({} if the backbone does not take that size)."""
+        c, h, w = self.input_size
+        try:
+            return self._probe(targets, (c, 2 * h, 2 * w))[0]
+        except SSALError:
+            return {}
+
+    def _probe(self, targets: Sequence[str], size: Sequence[int] | None = None) -> tuple[dict[str, torch.Size], int]:
         """Run one dummy batch through the backbone to learn the attach-point shapes and C."""
         shapes: dict[str, torch.Size] = {}
         modules = dict(self.backbone.named_modules())
@@ -166,20 +204,31 @@ class SSALModel(nn.Module):
             for t in dict.fromkeys(targets)
         ]
         p = next(self.backbone.parameters(), None)
-        x = torch.zeros(2, *self.input_size, device=p.device if p is not None else None)
+        size = tuple(self.input_size if size is None else size)
+        x = torch.zeros(2, *size, device=p.device if p is not None else None)
         was_training = self.backbone.training
         try:
             self.backbone.eval()
             with torch.no_grad():
                 out = _as_tensor(self.backbone(x), "the backbone")
-        except RuntimeError as e:
-            raise SSALError(f"the backbone failed on an input of size {self.input_size}: {e}") from None
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise SSALError(
+                f"the backbone failed on an input of size {size}: {str(e).splitlines()[0]} (a model built for one "
+                "input size needs that size: model.input_size, or its size option such as image_size / img_size)"
+            ) from None
         finally:
             self.backbone.train(was_training)
             for h in hooks:
                 h.remove()
         if out.dim() != 2:
             raise SSALError(f"the backbone must return logits of shape (B, C), got {tuple(out.shape)}")
+        for t in targets:
+            if t not in shapes:
+                kids = [n for n, _ in modules[t].named_children()]
+                raise SSALError(
+                    f"attach point {t!r} is never called as a whole (the model calls its parts one by one)"
+                    + (f"; attach to one of its children, e.g. {t}.{kids[-1]}" if kids else "")
+                )
         return shapes, int(out.shape[1])
 
     def _move_branches_like_backbone(self) -> None:
@@ -207,10 +256,10 @@ class SSALModel(nn.Module):
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if not use or len(self.branches) == 0:
-            return SSALOutput(self.backbone(x), ())
+            return SSALOutput(_as_tensor(self.backbone(x), "the backbone"), ())
         self._aux_out = {}
         try:
-            main = self.backbone(x)
+            main = _as_tensor(self.backbone(x), "the backbone")
             aux = tuple(self._aux_out[b.name] for b in self.branches)
         finally:
             self._aux_out = None

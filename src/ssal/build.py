@@ -36,6 +36,7 @@ __all__ = [
     "build_loss",
     "build_model",
     "eta_values",
+    "input_geometry",
     "load_data",
     "make_loader",
     "resolve_groupings",
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 #: Class counts of the built-in data sets, so a dry run needs no data on disk.
 KNOWN_NUM_CLASSES = {"cifar100": 100, "cifar100_mini": 100, "digits": 10, "tinyimagenet": 200}
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: Image side of the built-in in-memory data sets (what a model trained on them sees).
+ARRAY_IMAGE_SIZES = {"cifar100": 32, "cifar100_mini": 32, "digits": 16, "tinyimagenet": 64}
 
 
 @dataclass
@@ -134,7 +137,7 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
     return DataBundle("folder", len(names), names, None, train, val, test, mean, std)
 
 
-BRANCH_KEYS = ("at", "k", "head", "name")
+BRANCH_KEYS = ("at", "k", "head", "name", "layout")
 
 
 def branch_configs(cfg: Config, num_classes: int | None = None) -> list[dict[str, Any]]:
@@ -217,21 +220,70 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
     return out
 
 
-def build_model(
-    cfg: Config, num_classes: int, groupings: Sequence[Grouping], data: DataBundle | None = None
-) -> SSALModel:
-    """The ``SSALModel`` of the config (no branches for a baseline), with input normalisation inside."""
-    from .models import create_model
+def input_geometry(cfg: Config) -> tuple[tuple[int, int, int] | None, int | None]:
+    """(C, H, W) the config's model takes and the resize side of the folder evaluation transform.
 
+    ``model.input_size`` wins; then the image size of an in-memory data set (torchvision/timm models only); then
+    the weights' metadata (torchvision/timm: crop size and crop fraction). ``(None, None)`` for a registered model
+    without ``model.input_size``: its registered size, and the folder transforms' defaults (224, resize 256).
+    """
+    from .models.zoo import is_zoo_name, zoo_weights_info
+
+    m = cfg.model
+    zoo = is_zoo_name(m.name)
+    crop = zoo_weights_info(m.name, m.options).crop_pct if zoo else None
+    crop = crop or 224 / 256
+    if m.input_size is not None:
+        side = int(m.input_size)
+    elif zoo and cfg.data.name in ARRAY_IMAGE_SIZES:
+        side = ARRAY_IMAGE_SIZES[cfg.data.name]
+    elif zoo:
+        side = (zoo_weights_info(m.name, m.options).input_size or (3, 224, 224))[1]
+    else:
+        return None, None
+    return (3, side, side), int(round(side / crop))
+
+
+def build_model(
+    cfg: Config,
+    num_classes: int,
+    groupings: Sequence[Grouping],
+    data: DataBundle | None = None,
+    load_weights: bool = True,
+) -> SSALModel:
+    """The ``SSALModel`` of the config (no branches for a baseline), with input normalisation inside.
+
+    With ``load_weights`` (training), ``model.pretrained`` weights are loaded and the normalisation is
+    ``model.mean/std``, else the pretrained weights', else the data set's; it is written back into ``data`` so
+    that checkpoints record it. ``load_weights=False`` (rebuilding a trained run) loads nothing and normalises
+    with ``data``'s mean/std (the run's).
+    """
+    from .models import create_model
+    from .models.zoo import pretrained_info
+
+    m = cfg.model
     mean, std = (data.mean, data.std) if data is not None and cfg.data.normalize else (None, None)
+    if load_weights and cfg.data.normalize:
+        if m.mean is not None and m.std is not None:
+            mean, std = tuple(m.mean), tuple(m.std)
+        elif m.pretrained:
+            info = pretrained_info(m.name, m.pretrained, m.options)
+            if info.mean is not None and info.std is not None:
+                mean, std = info.mean, info.std
+        if data is not None and mean is not None:
+            data.mean, data.std = tuple(mean), tuple(std)  # type: ignore[arg-type]
+    size, _ = input_geometry(cfg)
     model = create_model(
-        cfg.model.name,
+        m.name,
         num_classes,
         ssal=branch_configs(cfg, num_classes),
         groupings=list(groupings) or None,
         mean=mean,
         std=std,
-        **cfg.model.options,
+        pretrained=m.pretrained,
+        input_size=size,
+        load_weights=load_weights,
+        **m.options,
     )
     return model
 
@@ -275,6 +327,8 @@ def make_loader(
     if data.is_folder:
         from .data import build_folder_loader
 
+        size, resize = input_geometry(cfg)
+        sizes = {} if size is None else {"image_size": size[1], "resize": resize}
         out = build_folder_loader(
             d.root,
             split,
@@ -285,6 +339,7 @@ def make_loader(
             rank=rank,
             world_size=world_size,
             seed=cfg.seed,
+            **sizes,
         )
         return out[0] if isinstance(out, tuple) else out
     from .data import DeviceLoader

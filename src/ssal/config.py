@@ -70,10 +70,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The backbone from the registry (``ssal.models.list_models()``) and its builder options."""
+    """The backbone: a registered name (``ssal.models.list_models()``), ``torchvision:<name>`` or ``timm:<name>``."""
 
     name: str = "resnet18_cifar"
     options: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool | str = False  # true: the library's weights (online); PATH: a local state_dict / ssal checkpoint
+    input_size: int | None = None  # input side in pixels; default: the weights', the array data set's or the model's
+    mean: list[float] | None = None  # input normalisation; default: the pretrained weights', else the data set's
+    std: list[float] | None = None
 
 
 @dataclass
@@ -104,6 +108,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     decay_norm_and_bias: bool = False  # Keras l2 regularises kernels only; True decays BN/bias parameters too
     label_smoothing: float = 0.0
+    backbone_lr_scale: float = 1.0  # lr multiplier of f's feature extractor (fine-tuning: e.g. 0.1)
+    branch_lr_scale: float = 1.0  # lr multiplier of the branches g_i (f's classifier always gets lr)
+    freeze_backbone_epochs: float = 0.0  # f's feature extractor is not updated for the first epochs (lr 0)
 
 
 @dataclass
@@ -281,6 +288,19 @@ def validate(cfg: Config) -> Config:
     _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _need(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", f"must be in [0, 1), got {o.label_smoothing}")
     _need(not o.nesterov or o.momentum > 0, "optim.nesterov", "needs momentum > 0")
+    _need(o.backbone_lr_scale >= 0 and o.branch_lr_scale >= 0, "optim.backbone_lr_scale", "lr scales must be >= 0")
+    fz = o.freeze_backbone_epochs
+    _need(0.0 <= fz < t.epochs, "optim.freeze_backbone_epochs", f"must be in [0, epochs), got {fz}")
+    m = cfg.model
+    _need(m.input_size is None or m.input_size >= 8, "model.input_size", f"must be >= 8 pixels, got {m.input_size}")
+    _need((m.mean is None) == (m.std is None), "model.mean", "give model.mean and model.std together, or neither")
+    _need(m.mean is None or len(m.mean) == len(m.std or []) == 3, "model.mean", "mean and std need 3 values each")
+    _need(m.std is None or all(v > 0 for v in m.std), "model.std", f"must be > 0, got {m.std}")
+    _need(
+        m.pretrained is not True or ":" in m.name,
+        "model.pretrained",
+        f"{m.name} has no downloadable weights; set model.pretrained=PATH (a state_dict or an ssal checkpoint)",
+    )
     _need(sc.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}, got {sc.name!r}")
     _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
     _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")

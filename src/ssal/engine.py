@@ -43,6 +43,8 @@ __all__ = [
     "ensure_writable_run",
     "fit",
     "lr_factor",
+    "lr_lambdas",
+    "param_groups",
     "rng_state",
     "set_rng_state",
 ]
@@ -93,18 +95,60 @@ def lr_factor(s: ScheduleConfig, epochs: int, t: float) -> float:
     return 1.0 - (1.0 - s.final_lr) * p
 
 
+def param_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """The trainable parameters of an ``SSALModel`` by role: ``classifier`` (f's output layer), ``backbone``
+    (the rest of f) and ``branches`` (the g_i). Any other module's parameters count as ``classifier``."""
+    from .features import classifier_names
+
+    out: dict[str, list[torch.nn.Parameter]] = {"classifier": [], "backbone": [], "branches": []}
+    backbone = getattr(model, "backbone", None)
+    heads = tuple(f"backbone.{n}." for n in classifier_names(backbone)) if backbone is not None else ()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("branches."):
+            out["branches"].append(p)
+        elif name.startswith("backbone.") and not name.startswith(heads):
+            out["backbone"].append(p)
+        else:
+            out["classifier"].append(p)
+    return out
+
+
 def build_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.SGD:
     """SGD with momentum / Nesterov. Weight decay on kernels only unless ``decay_norm_and_bias``.
 
     The authors' Keras ``l2(wd)`` adds wd * ||w||^2 to the loss, whose gradient is 2 * wd * w: it equals
-    ``weight_decay = 2 * wd`` in PyTorch.
+    ``weight_decay = 2 * wd`` in PyTorch. With lr scales or freezing, parameter groups carry a ``role``
+    (classifier, backbone, branches); the backbone's learning rate is scaled by ``backbone_lr_scale``, the
+    branches' by ``branch_lr_scale``. Without, there is one role, ``all``.
     """
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 or o.decay_norm_and_bias else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    scale = {"classifier": 1.0, "backbone": o.backbone_lr_scale, "branches": o.branch_lr_scale}
+    plain = o.backbone_lr_scale == 1.0 and o.branch_lr_scale == 1.0 and o.freeze_backbone_epochs == 0
+    roles = {"all": [p for p in model.parameters() if p.requires_grad]} if plain else param_groups(model)
+    scale["all"] = 1.0  # one role: the same two groups (and parameter order) as checkpoints of earlier versions
+    groups = []
+    for role, params in roles.items():
+        decay = [p for p in params if p.ndim > 1 or o.decay_norm_and_bias]
+        no_decay = [p for p in params if not (p.ndim > 1 or o.decay_norm_and_bias)]
+        lr = o.lr * scale[role]
+        groups.append({"params": decay, "weight_decay": o.weight_decay, "lr": lr, "role": role})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "role": role})
     return torch.optim.SGD([g for g in groups if g["params"]], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def lr_lambdas(
+    opt: torch.optim.Optimizer, s: ScheduleConfig, epochs: int, steps_per_epoch: int, freeze_epochs: float = 0.0
+) -> list[Any]:
+    """One LambdaLR factor per parameter group: the schedule, and 0 for the backbone while it is frozen."""
+
+    def factor(step: int) -> float:
+        return lr_factor(s, epochs, (step + 1) / steps_per_epoch)
+
+    def backbone_factor(step: int) -> float:
+        return 0.0 if step / steps_per_epoch < freeze_epochs else factor(step)
+
+    return [backbone_factor if g.get("role") == "backbone" else factor for g in opt.param_groups]
 
 
 # --- RNG state (plain tensors and lists, so checkpoints stay weights_only-loadable) ----------------------
@@ -245,8 +289,8 @@ class SSALTask(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = build_optimizer(self.model, self.optim_cfg)
         steps = max(int(self.trainer.estimated_stepping_batches // max(self.epochs, 1)), 1)
-        sc, E = self.schedule_cfg, self.epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(sc, E, (step + 1) / steps))
+        lambdas = lr_lambdas(opt, self.schedule_cfg, self.epochs, steps, self.optim_cfg.freeze_backbone_epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # checkpoint metadata ----------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""Export a trained SSAL run as a self-contained TorchScript or ONNX model.
+"""Export a trained SSAL run as a self-contained TorchScript or ONNX model, or f's plain weights.
 
 The exported model takes an image batch (B, 3, H, W) with pixels in [0, 1] (normalisation is inside) and
 returns a tuple: the class probabilities (+JP, paper Sec. 3.4, or the main classifier's softmax in ``tr`` mode),
 then each branch's group probabilities softmax(g_i), (B, k_i). A JSON file next to it (``FILE.json``) records
 the output names, class names, groupings, input size and mode.
+
+``state_dict`` writes the main classifier f alone: the backbone's ``state_dict`` without the branches and without
+the input normalisation, loadable by the code that builds the model (``torchvision.models.get_model(name,
+num_classes=C)``, ``timm.create_model(name, num_classes=C)``, ``ssal.models.create_model(name, C)``); the JSON file
+records the model name, its builder options, the class names and the mean/std to normalise inputs with.
 
 ONNX uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the dynamo exporter of
 recent torch needs the ``onnxscript`` package, which is not a dependency of ssal.
@@ -30,11 +35,20 @@ from .predict import input_size
 from .prediction import joint_probability, main_probability
 from .runs import RunInfo
 
-__all__ = ["EXPORT_FORMATS", "EXPORT_MODES", "ExportWrapper", "export_run", "run_exported", "ssal_outputs"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "EXPORT_MODES",
+    "ExportWrapper",
+    "export_run",
+    "export_state_dict",
+    "load_exported_state_dict",
+    "run_exported",
+    "ssal_outputs",
+]
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript", "state_dict")
 EXPORT_MODES = ("jp", "tr")
 ONNX_OPSET = 17
 
@@ -108,10 +122,69 @@ def _export_onnx(wrapper: nn.Module, x: torch.Tensor, path: Path, outputs: list[
     )
 
 
+def builder_call(info: RunInfo) -> tuple[str, dict[str, Any]]:
+    """The code line that builds the run's plain backbone f, and the builder options it takes."""
+    from .models.zoo import split_name, tv_builder_options
+
+    m = info.config.model
+    src, base = split_name(m.name)
+    opts = dict(m.options)
+    if src == "torchvision":
+        opts = tv_builder_options(base, m.pretrained, opts)
+        call = f"torchvision.models.get_model({base!r}, num_classes={info.num_classes}, **options)"
+    elif src == "timm":
+        call = f"timm.create_model({base!r}, num_classes={info.num_classes}, **options)"
+    else:
+        call = f"ssal.models.create_model({base!r}, {info.num_classes}, **options)"
+    return call, opts
+
+
+def export_state_dict(info: RunInfo, out: str | os.PathLike) -> Path:
+    """Write f's weights (no branches, no normalisation buffers) to ``out`` and ``out + '.json'`` metadata."""
+    out = Path(out)
+    state = {k: v.detach().cpu().contiguous() for k, v in info.model.backbone.state_dict().items()}
+    atomic_write(out, lambda p: torch.save(state, p))
+    call, opts = builder_call(info)
+    meta = {
+        "format": "state_dict",
+        "model": info.config.model.name,
+        "options": opts,
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names or [str(c) for c in range(info.num_classes)]),
+        "input_size": list(input_size(info)),
+        "mean": [round(v, 6) for v in info.model.mean.flatten().tolist()] if info.model.normalize else None,
+        "std": [round(v, 6) for v in info.model.std.flatten().tolist()] if info.model.normalize else None,
+        "input": "pixels in [0, 1], minus mean, divided by std" if info.model.normalize else "pixels in [0, 1]",
+        "build": f"model = {call}; model.load_state_dict(torch.load(FILE, weights_only=True))",
+        "run_dir": str(info.paths.root),
+        "checkpoint": str(info.checkpoint),
+    }
+    atomic_write_json(out.with_name(out.name + ".json"), meta)
+    return out
+
+
+def load_exported_state_dict(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the plain model of a ``state_dict`` export from its JSON metadata (eval mode, strict loading)."""
+    import json
+
+    from .models import create_model
+
+    path = Path(path)
+    side = path.with_name(path.name + ".json")
+    if not side.is_file():
+        raise SSALError(f"{side} not found: the metadata of a state_dict export")
+    meta = json.loads(side.read_text(encoding="utf-8"))
+    model = create_model(meta["model"], int(meta["num_classes"]), pretrained=False, **meta["options"])
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: str = "jp") -> Path:
-    """Write the run's model to ``out`` as ONNX or TorchScript (traced), plus ``out + '.json'`` metadata."""
+    """Write the run's model to ``out`` as ONNX, TorchScript (traced) or f's state_dict, plus ``out + '.json'``."""
     if fmt not in EXPORT_FORMATS:
         raise SSALError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if fmt == "state_dict":
+        return export_state_dict(info, out)
     out, model = Path(out), info.model
     device = next(model.parameters()).device
     x = torch.rand(2, *input_size(info))

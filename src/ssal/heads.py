@@ -6,12 +6,23 @@ A head spec is a string of tokens joined by ``-`` (or a list of the same tokens)
     incC / incD / incE   Inception-v3 style blocks C, D, E (supplementary Fig. 1); ``incE0.5`` halves
                  every width and ``incEx2`` doubles it
     maxpool / avgpool    3x3 (max) or 2x2 (avg) pooling with stride 2
-    gap          global average pooling (added automatically before the first fc if missing)
+    gap          global average pooling (added automatically before the first fc if missing); on tokens, the
+                 mean of the patch tokens (prefix tokens such as the class token left out)
     fc768        hidden fully connected layer with ReLU
     drop0.2      dropout
 
+Token heads (for token sequences (B, N, D) of ViT-style models; any layout is turned into tokens first)::
+
+    ln           LayerNorm over the feature width
+    tfm / tfm4   a small pre-norm transformer block (4 attention heads; default: width / 32, at most 8)
+    cls          take the class token (the first token; needs a layout with a class token)
+
 The output layer (an FC with one unit per group) is always appended. Example: the CIFAR ResNet-50
-AuxNet1 of supplementary Table 7 is ``conv128k5s2-conv128-incE-gap``.
+AuxNet1 of supplementary Table 7 is ``conv128k5s2-conv128-incE-gap``; ``ln-gap`` is the default head on tokens
+(norm, mean of the patch tokens, linear) and ``tfm-ln-cls`` one with a transformer block.
+
+Convolutional heads need a map (B, C, H, W): a channels-last map (B, H, W, C) is permuted, and patch tokens are
+laid out on their square grid, before the first layer (``build_head(..., layout=...)``).
 """
 
 from __future__ import annotations
@@ -23,14 +34,19 @@ import torch
 from torch import nn
 
 from .errors import SSALError
+from .features import Layout
 
 __all__ = [
     "DEFAULT_HEAD",
+    "DEFAULT_TOKEN_HEAD",
     "ConvBNReLU",
     "GlobalAvgPool",
     "InceptionC",
     "InceptionD",
     "InceptionE",
+    "ToMap",
+    "ToTokens",
+    "TokenPool",
     "build_head",
     "parse_head",
 ]
@@ -43,6 +59,10 @@ _CONV = re.compile(r"^conv(\d+)(?:k(\d+))?(?:s(\d+))?$")
 _INC = re.compile(r"^inc([CDE])(?:x(\d+(?:\.\d+)?)|(\d*\.\d+|\d+))?$")
 _FC = re.compile(r"^fc(\d+)$")
 _DROP = re.compile(r"^drop(0?\.\d+)$")
+_TFM = re.compile(r"^tfm(\d+)?$")
+
+#: The default head on token sequences: LayerNorm, mean of the patch tokens, linear.
+DEFAULT_TOKEN_HEAD = "ln-gap"
 
 
 class ConvBNReLU(nn.Sequential):
@@ -62,6 +82,69 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((2, 3)) if x.dim() == 4 else x.flatten(1)
+
+
+class ToMap(nn.Module):
+    """A channels-last map (B, H, W, C) or patch tokens (B, P + H*W, D) as a map (B, C, H, W)."""
+
+    def __init__(self, layout: Layout, grid: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.kind, self.prefix = layout.kind, layout.prefix
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "nhwc":
+            return x.permute(0, 3, 1, 2)
+        if self.kind == "tokens":
+            assert self.grid is not None
+            x = x[:, self.prefix :]
+            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *self.grid)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"from={self.kind}, prefix={self.prefix}, grid={self.grid}"
+
+
+class ToTokens(nn.Module):
+    """Any feature layout as tokens (B, N, D): maps are flattened over their positions, tokens pass unchanged."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__()
+        self.kind = layout.kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "nchw":
+            return x.flatten(2).transpose(1, 2)
+        if self.kind == "nhwc":
+            return x.flatten(1, 2)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"from={self.kind}"
+
+
+class TokenPool(nn.Module):
+    """(B, N, D) -> (B, D): the mean of the tokens after the ``prefix`` ones, or the class token (``cls``)."""
+
+    def __init__(self, mode: str = "mean", prefix: int = 0) -> None:
+        super().__init__()
+        self.mode, self.prefix = mode, prefix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0] if self.mode == "cls" else x[:, self.prefix :].mean(1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, prefix={self.prefix}"
+
+
+def _transformer_block(width: int, heads: int | None) -> nn.Module:
+    if heads is None:
+        heads = next(h for h in (8, 6, 4, 3, 2, 1) if width % h == 0 and (width // h >= 32 or h == 1))
+    if width % heads:
+        raise SSALError(f"head token tfm{heads}: the feature width {width} is not divisible by {heads} heads")
+    return nn.TransformerEncoderLayer(
+        width, heads, dim_feedforward=2 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
 
 
 def _w(n: int, width: float) -> int:
@@ -138,23 +221,98 @@ def parse_head(spec: str | Sequence[str]) -> list[str]:
     tokens = [t.strip() for t in tokens if t.strip()]
     for t in tokens:
         if not (
-            _CONV.match(t) or _INC.match(t) or _FC.match(t) or _DROP.match(t) or t in ("gap", "maxpool", "avgpool")
+            _CONV.match(t)
+            or _INC.match(t)
+            or _FC.match(t)
+            or _DROP.match(t)
+            or _TFM.match(t)
+            or t in ("gap", "maxpool", "avgpool", "ln", "cls")
         ):
             raise SSALError(
-                f"unknown head token {t!r}; use convC[kK][sS], incC|incD|incE[width], maxpool, avgpool, gap, fcN, dropP"
+                f"unknown head token {t!r}; use convC[kK][sS], incC|incD|incE[width], maxpool, avgpool, gap, fcN, "
+                "dropP, or on tokens ln, tfm[H], cls"
             )
     return tokens
 
 
-def build_head(spec: str | Sequence[str], in_channels: int, num_outputs: int) -> nn.Sequential:
-    """Build an auxiliary head from ``spec`` for a feature map with ``in_channels`` channels.
+def _is_spatial(t: str) -> bool:
+    return bool(_CONV.match(t) or _INC.match(t)) or t in ("maxpool", "avgpool")
 
-    The input may be a 4-D feature map (B, C, H, W) or, if the spec has no spatial layers, a 2-D
-    feature vector (B, C).
+
+def _is_token_op(t: str) -> bool:
+    return bool(_TFM.match(t)) or t in ("ln", "cls")
+
+
+def build_head(
+    spec: str | Sequence[str],
+    in_channels: int,
+    num_outputs: int,
+    layout: Layout | str = "nchw",
+    grid: tuple[int, int] | None = None,
+) -> nn.Sequential:
+    """Build an auxiliary head from ``spec`` for features of width ``in_channels`` in ``layout``.
+
+    ``nchw`` (the default) takes a 4-D feature map (B, C, H, W) or, if the spec has no spatial layers, a 2-D
+    feature vector (B, C). Convolutional specs on ``nhwc`` maps or on tokens (whose patch ``grid`` must be known)
+    start by laying the features out as (B, C, H, W); other specs on ``nhwc`` maps or tokens work on tokens.
     """
+    lay = Layout.parse(layout)
+    tokens = parse_head(spec)
+    spatial = [t for t in tokens if _is_spatial(t)]
+    token_ops = [t for t in tokens if _is_token_op(t)]
+    if spatial and token_ops:
+        raise SSALError(f"head {spec!r} mixes map layers ({spatial[0]}) and token layers ({token_ops[0]})")
+    if spatial:
+        if lay.kind == "vector":
+            raise SSALError(f"head token {spatial[0]!r} needs a feature map but the attach point gives a vector")
+        if lay.kind == "tokens" and grid is None:
+            raise SSALError(
+                f"head token {spatial[0]!r} needs a feature map, and these tokens do not form a square grid; "
+                f"use a token head such as {DEFAULT_TOKEN_HEAD!r}"
+            )
+        pre = [] if lay.kind == "nchw" else [ToMap(lay, grid)]
+        return nn.Sequential(*pre, *_build_map_head(tokens, in_channels, num_outputs))
+    if token_ops or lay.kind in ("nhwc", "tokens"):
+        if lay.kind == "vector":
+            raise SSALError(f"head token {token_ops[0]!r} needs tokens or a map but the attach point gives a vector")
+        return _build_token_head(tokens, in_channels, num_outputs, lay)
+    return nn.Sequential(*_build_map_head(tokens, in_channels, num_outputs))
+
+
+def _build_token_head(tokens: list[str], c: int, num_outputs: int, lay: Layout) -> nn.Sequential:
+    layers: list[nn.Module] = [] if lay.kind == "tokens" else [ToTokens(lay)]
+    prefix = lay.prefix if lay.kind == "tokens" else 0
+    pooled = False
+    for t in tokens:
+        if pooled and (_is_token_op(t) or t == "gap"):
+            raise SSALError(f"head token {t!r} needs tokens but comes after pooling")
+        if t == "ln":
+            layers.append(nn.LayerNorm(c))
+        elif m := _TFM.match(t):
+            layers.append(_transformer_block(c, int(m[1]) if m[1] else None))
+        elif t in ("gap", "cls"):
+            if t == "cls" and prefix == 0:
+                raise SSALError(f"head token 'cls' needs a class token, but the layout is {lay}; use gap")
+            layers.append(TokenPool("cls" if t == "cls" else "mean", prefix))
+            pooled = True
+        elif m := _FC.match(t):
+            if not pooled:
+                layers.append(TokenPool("mean", prefix))
+                pooled = True
+            layers += [nn.Linear(c, int(m[1])), nn.ReLU(inplace=True)]
+            c = int(m[1])
+        elif m := _DROP.match(t):
+            layers.append(nn.Dropout(float(m[1])))
+    if not pooled:
+        layers.append(TokenPool("mean", prefix))
+    layers.append(nn.Linear(c, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def _build_map_head(tokens: list[str], in_channels: int, num_outputs: int) -> list[nn.Module]:
     layers: list[nn.Module] = []
     c, pooled = in_channels, False
-    for t in parse_head(spec):
+    for t in tokens:
         if pooled and (_CONV.match(t) or _INC.match(t) or t in ("maxpool", "avgpool")):
             raise SSALError(f"head token {t!r} needs a feature map but comes after global pooling")
         if m := _CONV.match(t):
@@ -184,4 +342,4 @@ def build_head(spec: str | Sequence[str], in_channels: int, num_outputs: int) ->
     if not pooled:
         layers.append(GlobalAvgPool())
     layers.append(nn.Linear(c, num_outputs))
-    return nn.Sequential(*layers)
+    return layers

@@ -98,17 +98,23 @@ def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
 
     Small-image data sets (CIFAR, digits, Tiny ImageNet): resize to the data set's native size.
     ImageNet-like folder data (or inputs of 224 pixels and more): resize the short side to 256/224 of the input
-    size, then center-crop (the paper's evaluation transform, Resize 256 + CenterCrop 224).
+    size (or what the model's weights say, ``ssal.build.input_geometry``), then center-crop (the paper's evaluation
+    transform, Resize 256 + CenterCrop 224).
     """
     from torchvision.transforms import functional as TF
 
+    from .build import input_geometry
+
     _, h, w = input_size(info)
     crop = info.config.data.name == "folder" or min(h, w) >= 224
+    folder_model = info.config.data.name == "folder" and getattr(info.config, "model", None) is not None
+    resize = input_geometry(info.config)[1] if folder_model else None
+    resize = resize or round(min(h, w) * 256 / 224)
 
     def transform(img: Any) -> torch.Tensor:
         img = img.convert("RGB")
-        if crop:  # short side to 256/224 of the input size, then the central crop
-            return TF.to_tensor(TF.center_crop(TF.resize(img, round(min(h, w) * 256 / 224)), [h, w]))
+        if crop:  # short side to 256/224 of the input size (or the weights' crop fraction), then the central crop
+            return TF.to_tensor(TF.center_crop(TF.resize(img, resize), [h, w]))
         return TF.to_tensor(TF.resize(img, [h, w]))
 
     return transform

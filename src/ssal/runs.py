@@ -198,7 +198,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
     num_classes = int(meta["num_classes"])
     stats = meta.get("mean"), meta.get("std")
     data = DataBundle(cfg.data.name, num_classes, names, mean=stats[0], std=stats[1])
-    model = build_model(cfg, num_classes, groupings, data)
+    model = build_model(cfg, num_classes, groupings, data, load_weights=False)
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)

@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "pipeline",
     "demo",
     "bench",
+    "models",
     "predict",
     "explain",
     "attack",

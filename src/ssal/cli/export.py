@@ -1,4 +1,4 @@
-"""``ssal export RUN_DIR --format onnx|torchscript --out FILE [--mode jp|tr]``: a self-contained model file."""
+"""``ssal export RUN_DIR --format onnx|torchscript|state_dict --out FILE [--mode jp|tr]``: a model file."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command."""
     p = sub.add_parser(
         "export",
-        help="export a run as ONNX or TorchScript (pixels in [0, 1] -> probabilities + group probabilities)",
-        description="Export the model of a run. The exported model takes an image batch (B, 3, H, W) with pixels "
-        "in [0, 1] and returns the class probabilities (+JP, or the main classifier's with --mode tr) followed "
-        "by each branch's group probabilities. FILE.json records output names, class names and groupings. "
+        help="export a run as ONNX or TorchScript (pixels in [0, 1] -> probabilities + group probabilities), "
+        "or f's weights as a state_dict",
+        description="Export the model of a run. The ONNX/TorchScript model takes an image batch (B, 3, H, W) with "
+        "pixels in [0, 1] and returns the class probabilities (+JP, or the main classifier's with --mode tr) "
+        "followed by each branch's group probabilities. FILE.json records output names, class names and groupings. "
+        "--format state_dict writes the main classifier f alone (no branches), loadable by plain torchvision/timm "
+        "code; FILE.json records the model name, builder options, class names and mean/std. "
         "The export is checked against ssal's own outputs on a random batch (max abs difference <= 1e-4).",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), dest="fmt")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "state_dict"), dest="fmt")
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
     p.add_argument("--mode", default="jp", choices=("jp", "tr"), help="jp: joint probability (default); tr: main f")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
@@ -37,12 +40,24 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import SSALError
-    from ..export import export_run, max_difference, run_exported, ssal_outputs
+    from ..export import export_run, load_exported_state_dict, max_difference, run_exported, ssal_outputs
     from ..predict import input_size
     from ..runs import load_run
 
     info = load_run(args.run_dir, args.checkpoint)
     path = export_run(info, args.out, args.fmt, args.mode)
+    if args.fmt == "state_dict":  # f alone: the plain model on normalised pixels must give ssal's +TR logits
+        x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
+        plain = load_exported_state_dict(path)
+        with torch.no_grad():
+            ref = info.model.eval()(x, with_branches=False).main
+            xn = (x - info.model.mean) / info.model.std if info.model.normalize else x
+            diff = max_difference((ref,), (plain(xn),))
+        if diff > 1e-4:
+            raise SSALError(f"the exported weights give logits {diff:.2e} away from ssal's (> 1e-4)")
+        name = info.config.model.name
+        sys.stdout.write(f"wrote {path} (f's state_dict, {name}; max abs logit difference {diff:.1e})\n")
+        return 0
     if args.fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         log.warning("onnxruntime is not installed: the ONNX file was not checked")
         diff = None

@@ -1,4 +1,5 @@
-"""One registry and one factory for every architecture of the paper (supplementary Sec. B and C).
+"""One registry and one factory for every model: the paper's architectures (supplementary Sec. B and C) and
+any torchvision or timm classifier (``torchvision:<name>``, ``timm:<name>``, see ``ssal.models.zoo``).
 
 ``register_model(name)`` registers a builder ``(num_classes, **options) -> nn.Module``;
 ``create_model(name, num_classes, ssal=...)`` builds it and, if asked, wraps it in an ``SSALModel`` with the
@@ -18,7 +19,6 @@ from torch import nn
 from ..architecture import Branch, SSALModel
 from ..errors import SSALError
 from ..grouping import Grouping, random_grouping
-from ..heads import DEFAULT_HEAD
 
 __all__ = [
     "BranchConfig",
@@ -83,14 +83,25 @@ def list_models() -> list[str]:
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; unknown names raise ``SSALError`` listing the valid ones."""
+    from .zoo import is_zoo_name
+
+    if is_zoo_name(name):
+        raise SSALError(f"{name} is a torchvision/timm model, not a registered one")
     try:
         return _MODELS[name]
     except KeyError:
-        raise SSALError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+        raise SSALError(
+            f"unknown model {name!r}; choose one of: {', '.join(list_models())}, or torchvision:<name> / timm:<name> "
+            "(`ssal models` lists them)"
+        ) from None
 
 
-def model_input_size(name: str) -> tuple[int, int, int]:
-    """The native input size (C, H, W) of a registered architecture."""
+def model_input_size(name: str, options: Mapping[str, Any] | None = None) -> tuple[int, int, int]:
+    """The native input size (C, H, W) of a model: registered, or its weights' (torchvision/timm, default 224)."""
+    from .zoo import is_zoo_name, zoo_weights_info
+
+    if is_zoo_name(name):
+        return zoo_weights_info(name, options).input_size or (3, 224, 224)
     return model_entry(name).input_size
 
 
@@ -106,6 +117,13 @@ def paper_branches(name: str, num_classes: int | None = None) -> list[dict[str, 
 
     With ``num_classes`` different from the paper's data set, the group counts scale with C (``scale_groups``).
     """
+    from .zoo import is_zoo_name
+
+    if is_zoo_name(name):
+        raise SSALError(
+            f"ssal.branches=paper is defined for the paper's models only; for {name} list the branches, "
+            "e.g. [{at: g2, k: 10}] (`ssal models " + name + "` shows its attach points)"
+        )
     entry = model_entry(name)
     if not entry.paper_ssal:
         with_paper = [n for n in list_models() if _MODELS[n].paper_ssal]
@@ -124,16 +142,16 @@ def _branch_from_config(i: int, cfg: BranchConfig | Branch, num_classes: int, gr
         return cfg if grouping is None else dataclasses.replace(cfg, grouping=grouping)
     if not isinstance(cfg, Mapping):
         raise SSALError(f"branch {i}: expected a dict with keys at, k, head, name or an ssal.Branch, got {cfg!r}")
-    unknown = set(cfg) - {"at", "k", "head", "name"}
+    unknown = set(cfg) - {"at", "k", "head", "name", "layout"}
     if unknown:
-        raise SSALError(f"branch {i}: unknown keys {sorted(unknown)}; allowed: at, k, head, name")
+        raise SSALError(f"branch {i}: unknown keys {sorted(unknown)}; allowed: at, k, head, name, layout")
     if "at" not in cfg:
         raise SSALError(f"branch {i}: missing the attach point 'at'")
     if grouping is None:
         if "k" not in cfg:
             raise SSALError(f"branch {i}: give the number of groups 'k' or a grouping")
         grouping = _placeholder(num_classes, int(cfg["k"]), seed=i)
-    return Branch(str(cfg["at"]), grouping, cfg.get("head", DEFAULT_HEAD), cfg.get("name"))
+    return Branch(str(cfg["at"]), grouping, cfg.get("head"), cfg.get("name"), cfg.get("layout"))
 
 
 def build_branches(
@@ -176,24 +194,44 @@ def create_model(
     groupings: Sequence[Grouping] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    pretrained: bool | str = False,
+    input_size: Sequence[int] | None = None,
+    load_weights: bool = True,
     **options: Any,
 ) -> nn.Module:
-    """Build a registered architecture.
+    """Build a registered architecture or a torchvision / timm classifier.
 
     Args:
-        name: one of ``list_models()``.
+        name: one of ``list_models()``, or ``torchvision:<name>`` / ``timm:<name>`` (``ssal models`` lists them).
         num_classes: C, the number of output classes.
         ssal: ``None`` for the plain backbone (returns logits (B, C)); ``[]`` for an ``SSALModel`` without
             branches; ``"paper"`` for the paper's branches (Sec. 4.4, supplementary Sec. C); or a list of
             dicts ``{"at", "k", "head", "name"}`` / ``ssal.Branch`` objects.
         groupings: one ``Grouping`` per branch (their k wins); random balanced placeholders if omitted.
         mean, std: input normalisation done inside the ``SSALModel`` (inputs are pixels in [0, 1]).
-        options: builder options of the architecture (e.g. ``dropout``).
+        pretrained: False; True for the library's pretrained weights (torchvision/timm, downloaded once); or the
+            PATH of a local weights file (a state_dict or an ssal checkpoint, see ``ssal.models.zoo``).
+        input_size: (C, H, W) the ``SSALModel`` probes its attach points with (default: the model's native size).
+        load_weights: False builds the architecture ``pretrained`` implies without loading any weights.
+        options: builder options of the architecture (e.g. ``dropout``; torchvision/timm keyword arguments).
     """
-    entry = model_entry(name)
+    from .zoo import create_zoo_backbone, is_zoo_name, load_backbone_weights
+
     if int(num_classes) < 2:
         raise SSALError(f"num_classes must be at least 2, got {num_classes}")
-    backbone = _call_builder(entry, int(num_classes), options)
+    if is_zoo_name(name):
+        backbone, info = create_zoo_backbone(name, int(num_classes), pretrained, options, load_weights)
+        size = tuple(input_size) if input_size is not None else info.input_size or (3, 224, 224)
+    else:
+        entry = model_entry(name)
+        if pretrained is True:
+            raise SSALError(
+                f"{name} has no downloadable weights; set model.pretrained=PATH (a state_dict or an ssal checkpoint)"
+            )
+        backbone = _call_builder(entry, int(num_classes), options)
+        if isinstance(pretrained, str) and pretrained and load_weights:
+            load_backbone_weights(backbone, pretrained, name)
+        size = tuple(input_size) if input_size is not None else entry.input_size
     if ssal is None:
         if groupings is not None:
             raise SSALError("groupings given but ssal=None; pass ssal='paper' or a list of branches")
@@ -201,4 +239,4 @@ def create_model(
             raise SSALError("mean/std need an SSALModel; pass ssal=[] to get one without branches")
         return backbone
     branches = build_branches(name, int(num_classes), ssal, groupings)
-    return SSALModel(backbone, branches, input_size=entry.input_size, mean=mean, std=std)
+    return SSALModel(backbone, branches, input_size=size, mean=mean, std=std)

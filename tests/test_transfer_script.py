@@ -1,0 +1,49 @@
+"""benchmarks/transfer_cifar100.py runs end to end on tiny settings (a fake CIFAR-100 folder, small_cnn, 1 epoch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_cifar100.py"
+
+
+def _fake_cifar(root: Path) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        labels = np.repeat(np.arange(100), n)
+        images = (rng.random((len(labels), 32, 32, 3)) * 60).astype(np.uint8)
+        images[..., 0] += (labels * 2).astype(np.uint8)[:, None, None]
+        np.savez(root / f"{split}.npz", images=images, fine_labels=labels, coarse_labels=labels // 5)
+    meta = {
+        "fine_label_names": [f"fine{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse{i}" for i in range(20)],
+        "fine_to_coarse": [i // 5 for i in range(100)],
+    }
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_transfer_script_tiny(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("transfer_cifar100", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cifar, out = _fake_cifar(tmp_path / "cifar"), tmp_path / "out"
+    args = ["--cifar", str(cifar), "--out", str(out), "--model", "small_cnn", "--model-options", "{width: 8}"]
+    table = mod.run([*args, "--pretrain-epochs", "1", "--finetune-epochs", "1", "--per-class", "4", "--threads", "1"])
+    text = table.read_text()
+    for row in ("| scratch (no SSAL) |", "| fine-tuned (no SSAL) |", "| fine-tuned + SSAL |"):
+        assert row in text
+    pngs = list((out / "data" / "finetune" / "train").glob("*/*.png"))
+    classes = {p.parent.name for p in pngs}
+    assert len(pngs) == 200 and len(classes) == 50  # the other 50 classes, 4 images each
+    with np.load(out / "data" / "pretrain" / "train.npz") as z:
+        pre = {f"fine{c}" for c in np.unique(z["fine_labels"])}
+    assert len(pre) == 50 and not pre & classes  # disjoint halves
+    ev = json.loads((out / "finetune" / "ssal" / "eval.json").read_text())
+    assert ev["jp_top1"] is not None and 0.0 <= ev["jp_top1"] <= 100.0
