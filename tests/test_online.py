@@ -116,7 +116,9 @@ def test_weight_similarity_joins_classes_with_parallel_weights() -> None:
         w = net[3].weight
         w[1] = 2.0 * w[0]
         w[4] = 3.0 * w[3]
-    model = SSALModel(net, [Branch("1", random_grouping(6, 3))], input_size=(3, 2, 2))
+    model = SSALModel(
+        net, [Branch("1", random_grouping(6, 3), head=lambda c, k: nn.Linear(c, k))], input_size=(3, 2, 2)
+    )
     s = weight_similarity(model)
     assert s.shape == (6, 6) and (s >= 0).all() and s.diagonal().max() == 0.0
     assert s[0, 1] == pytest.approx(1.0, abs=1e-5) and s[3, 4] == pytest.approx(1.0, abs=1e-5)
