@@ -301,7 +301,8 @@ class RunWriter(L.Callback):
     """At the end of each epoch: NaN check, one metrics.csv row, last.ckpt and (if better) best.ckpt; rank 0 writes.
 
     The row is written before the checkpoint, so after a crash the resumed epoch simply overwrites its row:
-    metrics.csv never holds duplicated or missing epochs.
+    metrics.csv never holds duplicated or missing epochs. An improved epoch is saved as best.ckpt first, then copied
+    to last.ckpt, so last.ckpt never runs ahead of best.ckpt.
     """
 
     def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None) -> None:
@@ -351,9 +352,11 @@ class RunWriter(L.Callback):
             write_metrics(self.paths.metrics, self.rows)
             if trainer.logger is not None:
                 trainer.logger.log_metrics({f"epoch/{k}": float(v) for k, v in row.items()}, step=row["epoch"])
-        trainer.save_checkpoint(self.paths.last, weights_only=False)
+        # best before last: a crash between the two leaves last.ckpt at the previous epoch, so the resumed run redoes
+        # this epoch and rewrites best.ckpt (the other order would lose a best epoch whose score is already recorded)
+        trainer.save_checkpoint(self.paths.best if improved else self.paths.last, weights_only=False)
         if improved and trainer.is_global_zero:
-            copy_atomic(self.paths.last, self.paths.best)
+            copy_atomic(self.paths.best, self.paths.last)
         if trainer.is_global_zero:
             log.info(_summary(row))
 
