@@ -106,15 +106,26 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
 
 
 def _folder_bundle(cfg: DataConfig) -> DataBundle:
+    """Splits of an ImageFolder tree. Class indices come from the class folder *names* of train/: val/ and test/ may
+    lack a class (its index stays that of train/), but a class folder that train/ does not have is an error."""
+    from .data.folder import FolderSplit, class_folders
+
     root = Path(cfg.root)
     if not (root / "train").is_dir():
         raise SSALError(f"ImageFolder data needs {root}/train/<class>/*.jpg (and {root}/val/<class>/...)")
-    names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    names = class_folders(root / "train")
     if len(names) < 2:
         raise SSALError(f"{root}/train has {len(names)} class folders; need at least 2")
-    from .data import FolderSplit
-
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
+    if not (has_val or has_test):
+        raise SSALError(f"ImageFolder data needs {root}/val/<class>/... (the test split) next to {root}/train")
+    for split in ("val", "test"):
+        extra = [c for c in class_folders(root / split) if c not in names] if (root / split).is_dir() else []
+        if extra:
+            raise SSALError(
+                f"{root}/{split} has class folder(s) {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} "
+                f"that {root}/train does not have; every split must use the classes of train/"
+            )
     train: Any = FolderSplit("train")
     val: Any = FolderSplit("val") if has_val else None
     test: Any = FolderSplit("test") if has_test else val  # ImageNet: the official val set is the test set
@@ -269,6 +280,7 @@ def make_loader(
             rank=rank,
             world_size=world_size,
             seed=cfg.seed,
+            class_names=data.class_names,
         )
         return out[0] if isinstance(out, tuple) else out
     from .data import DeviceLoader

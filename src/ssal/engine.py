@@ -283,6 +283,8 @@ class SSALDataModule(L.LightningDataModule):
             )
         if len(self.train_loader) == 0:
             raise SSALError(f"data.batch_size={self.cfg.data.batch_size} leaves no full batch on rank {rank}")
+        if self.val_loader is not None and len(self.val_loader) == 0:
+            raise SSALError("the validation split is empty: nothing to choose the best checkpoint by")
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the shuffling and augmentation of the array loader for ``epoch``."""
@@ -484,6 +486,12 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
+    if data.is_folder and not dry_run:  # a broken image is named now, not found in the middle of an epoch
+        from .data.folder import check_images
+
+        for split in ("train", "val", "test"):
+            if (Path(cfg.data.root) / split).is_dir():
+                check_images(Path(cfg.data.root) / split)
     if ckpt is not None:
         _saved_groupings(cfg, paths)
     groupings = resolve_groupings(cfg, data, placeholder=dry_run and cfg.ssal.groupings == "confusion")

@@ -18,6 +18,7 @@ import torch
 
 from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, load_data, make_loader
+from .errors import SSALError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .prediction import LinearCombination, SSALMetrics, fit_linear_combination
 from .runs import RunInfo
@@ -85,6 +86,8 @@ def collect_outputs(
         mains.append(out.main.float().cpu())
         auxs.append([a.float().cpu() for a in out.aux])
         ys.append(y.cpu())
+    if not ys:
+        raise SSALError(f"no images to evaluate ({progress or 'empty split'}): the split is empty")
     aux = tuple(torch.cat([a[i] for a in auxs]) for i in range(len(model.branches)))
     return SSALOutput(torch.cat(mains), aux), torch.cat(ys)
 

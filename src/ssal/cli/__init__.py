@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SSALError as e:
-        print(f"ssal {args.command}: error: {e}", file=sys.stderr)
+        print(f"ssal {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"ssal {args.command}: error: {e.strerror}: {e.filename}", file=sys.stderr)
@@ -71,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _one_line(e: SSALError) -> str:
+    """The message of an ``SSALError``; one raised in a DataLoader worker comes back wrapped in its traceback."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split("SSALError: ", 1)[-1]
+    return text
 
 
 if __name__ == "__main__":
