@@ -103,3 +103,23 @@ def test_every_epoch_gets_its_own_permutation_even_with_an_unused_iterator() -> 
     fresh = DeviceLoader(data, 40, train=True, augment="none")
     labels = [next(iter(fresh))[1] for _ in range(3)]  # epochs 0, 1, 2
     assert not torch.equal(labels[0], labels[1]) and torch.equal(resumed, labels[2])
+
+
+def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Path) -> None:
+    """Folder data: a per-epoch seeded sampler and worker seeds from (seed, epoch, rank, worker) make resume exact."""
+    from test_imagefolder import write_tree
+
+    write_tree(tmp_path / "data", {"train": "abcd", "val": "abcd"}, n=5)
+    extra = [f"data.root={tmp_path / 'data'}", "data.name=folder", "data.workers=1", "data.batch_size=4"]
+    extra += ["ssal.branches=[{at: g3, k: 2, head: gap}]", "trainer.limit_train_batches=1.0"]
+
+    def cfg(run: Path):
+        return load_config(DEMO, [*ARGS, *extra, f"run_dir={run}"])
+
+    fit(cfg(tmp_path / "straight"))
+    with pytest.MonkeyPatch.context() as mp:
+        _crash_mid_epoch(mp)
+        with pytest.raises(Crash):
+            fit(cfg(tmp_path / "resumed"))
+    fit(cfg(tmp_path / "resumed"), resume=True)
+    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")

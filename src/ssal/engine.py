@@ -163,6 +163,7 @@ class SSALTask(L.LightningModule):
         self.__dict__["_net"] = torch.compile(model) if compile else model  # not a registered submodule
         self.metrics: SSALMetrics | None = None
         self.val_result: dict[str, float] | None = None
+        self.start_epoch = 0  # epochs done before this session (set when resuming)
         self._new_epoch_sums()
 
     def _new_epoch_sums(self) -> None:
@@ -252,6 +253,7 @@ class SSALTask(L.LightningModule):
         checkpoint["ssal"] = {**self.meta, "rng": rng_state(), "epochs_done": self.current_epoch + 1}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.start_epoch = int(checkpoint.get("ssal", {}).get("epochs_done", 0))  # read by the train loader
         rng = checkpoint.get("ssal", {}).get("rng")
         if rng:
             set_rng_state(rng)
@@ -287,11 +289,17 @@ class SSALDataModule(L.LightningDataModule):
             raise SSALError("the validation split is empty: nothing to choose the best checkpoint by")
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed the shuffling and augmentation of the array loader for ``epoch``."""
+        """Reseed the shuffling (and the augmentation of the array loader) for ``epoch``."""
+        sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(epoch)
+        elif hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
 
     def train_dataloader(self) -> Any:
+        # Lightning may make the first iterator before the first on_train_epoch_start: on resume, epoch E's order
+        task = self.trainer.lightning_module if self.trainer is not None else None
+        self.set_epoch(int(getattr(task, "start_epoch", 0)))
         return self.train_loader
 
     def val_dataloader(self) -> Any:

@@ -213,9 +213,34 @@ def build_folder_loader(
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=train,
-        persistent_workers=workers > 0,
+        persistent_workers=False,  # workers restart every epoch, seeded from (seed, epoch, rank, worker)
         generator=gen,
+        worker_init_fn=_seed_worker,
     )
+    dataset.ssal_seed = (int(seed), int(rank))  # type: ignore[union-attr]
+    dataset.ssal_epoch = 0  # type: ignore[union-attr]
     loader.class_names = list(folder.classes)
+    loader.set_epoch = lambda epoch: _set_epoch(loader, epoch)  # type: ignore[attr-defined]
     log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(set(folder.targets)))
     return loader
+
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Shuffle and augment epoch ``epoch`` the same way whatever ran before it (exact resume)."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    loader.dataset.ssal_epoch = int(epoch)  # type: ignore[attr-defined]
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed a worker's torch, NumPy and Python RNGs (the augmentation) from (seed, epoch, rank, worker id)."""
+    import random
+
+    import numpy as np
+
+    ds = torch.utils.data.get_worker_info().dataset
+    seed, rank = getattr(ds, "ssal_seed", (0, 0))
+    s = (((seed * 1_000_003 + getattr(ds, "ssal_epoch", 0)) * 1_009 + rank) * 257 + worker_id) % 2**32
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
