@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import sys
 import time
 import warnings
@@ -22,7 +23,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from . import signals
 from .architecture import SSALModel
 from .config import Config, OptimConfig, ScheduleConfig
 from .errors import SSALError
@@ -321,6 +324,7 @@ class RunWriter(L.Callback):
         self.wall = 0.0  # training seconds summed over all sessions of this run
         self._t0 = self._tval = 0.0
         self.rows: list[dict[str, Any]] = []
+        self.saved_epochs = 0  # epochs held by last.ckpt
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wall": self.wall}
@@ -334,11 +338,18 @@ class RunWriter(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch  # epochs finished before this session (0 unless resumed)
+        self.saved_epochs = done
         self.rows = [r for r in read_metrics(self.paths.metrics) if int(r["epoch"]) <= done]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = self._tval = time.perf_counter()
         pl_module.val_result = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        signals.check()  # SIGINT/SIGTERM stop here, between steps: the resumed run redoes this epoch exactly
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        signals.check()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._tval = time.perf_counter()
@@ -367,8 +378,10 @@ class RunWriter(L.Callback):
         trainer.save_checkpoint(self.paths.best if improved else self.paths.last, weights_only=False)
         if improved and trainer.is_global_zero:
             copy_atomic(self.paths.best, self.paths.last)
+        self.saved_epochs = row["epoch"]
         if trainer.is_global_zero:
             log.info(_summary(row))
+        signals.check()  # a signal that came while the row and checkpoints were written stops here
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -527,7 +540,13 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, groupings))
     trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None)
     try:
-        trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+        with signals.deferred():
+            trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+    except (signals.Interrupted, SIGTERMException) as e:
+        stop = e if isinstance(e, signals.Interrupted) else signals.Interrupted(signal.SIGTERM)
+        stop.run_dir, stop.epochs_saved = paths.root, writer.saved_epochs
+        stop.epoch = writer.saved_epochs + 1 if writer.saved_epochs < cfg.trainer.epochs else None
+        raise stop from None
     except RuntimeError as e:
         if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
             raise SSALError(f"{ckpt} does not match the config's model: {str(e).splitlines()[0]}") from None

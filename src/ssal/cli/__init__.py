@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SSALError
+from ..signals import Interrupted, handle_signals
 
 __all__ = ["main"]
 
@@ -52,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(argv)  # argparse's own one-line error and exit code 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return int(args.func(args) or 0)
+        with handle_signals():
+            return int(args.func(args) or 0)
+    except Interrupted as e:
+        print(f"ssal {args.command}: {e.describe(args.command)}", file=sys.stderr)
+        return e.exit_code
     except SSALError as e:
         print(f"ssal {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
