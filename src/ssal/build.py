@@ -174,8 +174,9 @@ def _load_confusion(path: str) -> np.ndarray:
         raise SSALError(f"confusion matrix not found: {p} (make one with `ssal confusion RUN_DIR`)")
     try:
         return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise SSALError(f"cannot read confusion matrix {p}: {e}") from None
+    except (ValueError, OSError, EOFError) as e:  # numpy's text for a non-.npy file suggests loading unsafely
+        what = "not a NumPy .npy array file" if "pickle" in str(e) else str(e).splitlines()[0]
+        raise SSALError(f"cannot read confusion matrix {p}: {what} (make one with `ssal confusion RUN_DIR`)") from None
 
 
 def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
@@ -209,6 +210,12 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
     for i, g in enumerate(out):
         if g.num_classes != C:
             raise SSALError(f"grouping {i + 1} has {g.num_classes} classes but data set {data.name!r} has {C}")
+        if g.k != int(branches[i]["k"]):  # the saved config must describe the model that is built
+            src = s.groupings[i] if isinstance(s.groupings, list) else s.groupings
+            raise SSALError(
+                f"grouping {i + 1} ({src}) has k={g.k} groups but ssal.branches[{i}] says k={branches[i]['k']}; "
+                "make them agree"
+            )
     return out
 
 

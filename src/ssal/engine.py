@@ -23,16 +23,25 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import signals
 from .architecture import SSALModel
 from .config import Config, OptimConfig, ScheduleConfig
 from .errors import SSALError
 from .hardware import resolve_precision
+from .io import check_output_path
 from .loss import SSALLoss
 from .prediction import SSALMetrics
-from .runs import RunPaths, copy_atomic, load_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .runs import (
+    RunPaths,
+    copy_atomic,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    state_dict_mismatch,
+    write_metrics,
+)
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -431,7 +440,7 @@ def build_trainer(cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool
             use_distributed_sampler=False,
             default_root_dir=str(paths.root),
         )
-    except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+    except (ValueError, RuntimeError, TypeError, MisconfigurationException) as e:
         raise SSALError(f"trainer settings: {str(e).splitlines()[0]}") from None
 
 
@@ -504,6 +513,8 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
 
     quiet_lightning()
     paths = RunPaths(Path(cfg.run_dir))
+    if not dry_run:
+        check_output_path(paths.root, "dir")
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
@@ -549,7 +560,7 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
         raise stop from None
     except RuntimeError as e:
         if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
-            raise SSALError(f"{ckpt} does not match the config's model: {str(e).splitlines()[0]}") from None
+            raise SSALError(f"{ckpt} does not match the config's model: {state_dict_mismatch(e)}") from None
         raise
     rows = read_metrics(paths.metrics)
     return FitResult(paths.root, n_params, rows[-1] if rows else None, trainer.is_global_zero)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SSALError
+from ..io import check_output_path
 from ..signals import Interrupted, handle_signals
 
 __all__ = ["main"]
@@ -27,6 +28,17 @@ COMMANDS: tuple[str, ...] = (
     "attack",
     "export",
 )
+
+#: What ``--out`` names for each command that has one.
+OUTPUT_KINDS = {
+    "group": "file",
+    "confusion": "file",
+    "export": "file",
+    "pipeline": "dir",
+    "demo": "dir",
+    "explain": "dir",
+    "attack": "dir",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(argv)  # argparse's own one-line error and exit code 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
+        out = getattr(args, "out", None)
+        if out is not None and args.command in OUTPUT_KINDS:  # before any work: a bad --out changes nothing
+            check_output_path(out, OUTPUT_KINDS[args.command])
         with handle_signals():
             return int(args.func(args) or 0)
     except Interrupted as e:
