@@ -110,12 +110,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():  # torch's message goes on to explain how to load it unsafely
+        if "unsupported global" in str(e).lower():  # torch's message goes on to explain how to load it unsafely
             raise SSALError(
                 f"checkpoint {path} holds objects other than tensors and plain values; ssal only loads checkpoints "
                 "with weights_only=True (is it an ssal checkpoint?)"
             ) from None
-        raise SSALError(f"corrupt or unreadable checkpoint {path}: {_first_line(e)}") from None
+        raise SSALError(
+            f"corrupt or unreadable checkpoint {path}: not a checkpoint file written by torch.save"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, io.UnsupportedOperation) as e:
         raise SSALError(f"corrupt or unreadable checkpoint {path}: {_first_line(e)}") from None
     except Exception as e:  # e.g. IndexError or KeyError from a truncated or garbled file
