@@ -79,6 +79,10 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
     """Load the requested splits (train, val carved from train, test); a dry run only resolves class counts."""
     if dry_run:
         n = cfg.num_classes or KNOWN_NUM_CLASSES.get(cfg.name)
+        if n is None and cfg.name == "folder" and (Path(cfg.root) / "train").is_dir():  # the data is here: count
+            from .data.folder import class_folders
+
+            n = len(class_folders(Path(cfg.root) / "train")) or None
         if n is None:
             raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}")
         return DataBundle(cfg.name, n, mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1])
