@@ -187,4 +187,4 @@ def test_shipped_grouping_trains_and_k_must_agree(cifar100_dir: Path, tmp_path: 
     )
     assert main(_args(cifar100_dir, tmp_path / "b", *one, "ssal.groupings=cifar100-join-10")) == 2
     err = capsys.readouterr().err
-    assert "k=10" in err and "ssal.branches.0.k is 20" in err and "Traceback" not in err
+    assert "k=10" in err and "ssal.branches[0] says k=20" in err and "Traceback" not in err

@@ -89,6 +89,10 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
     """Load the requested splits (train, val carved from train, test); a dry run only resolves class counts."""
     if dry_run:
         n = cfg.num_classes or KNOWN_NUM_CLASSES.get(cfg.name)
+        if n is None and cfg.name == "folder" and (Path(cfg.root) / "train").is_dir():  # the data is here: count
+            from .data.folder import class_folders
+
+            n = len(class_folders(Path(cfg.root) / "train")) or None
         if n is None:
             raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}")
         return DataBundle(cfg.name, n, mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1])
@@ -116,15 +120,26 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
 
 
 def _folder_bundle(cfg: DataConfig) -> DataBundle:
+    """Splits of an ImageFolder tree. Class indices come from the class folder *names* of train/: val/ and test/ may
+    lack a class (its index stays that of train/), but a class folder that train/ does not have is an error."""
+    from .data.folder import FolderSplit, class_folders
+
     root = Path(cfg.root)
     if not (root / "train").is_dir():
         raise SSALError(f"ImageFolder data needs {root}/train/<class>/*.jpg (and {root}/val/<class>/...)")
-    names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    names = class_folders(root / "train")
     if len(names) < 2:
         raise SSALError(f"{root}/train has {len(names)} class folders; need at least 2")
-    from .data import FolderSplit
-
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
+    if not (has_val or has_test):
+        raise SSALError(f"ImageFolder data needs {root}/val/<class>/... (the test split) next to {root}/train")
+    for split in ("val", "test"):
+        extra = [c for c in class_folders(root / split) if c not in names] if (root / split).is_dir() else []
+        if extra:
+            raise SSALError(
+                f"{root}/{split} has class folder(s) {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} "
+                f"that {root}/train does not have; every split must use the classes of train/"
+            )
     train: Any = FolderSplit("train")
     val: Any = FolderSplit("val") if has_val else None
     test: Any = FolderSplit("test") if has_test else val  # ImageNet: the official val set is the test set
@@ -173,8 +188,9 @@ def _load_confusion(path: str) -> np.ndarray:
         raise SSALError(f"confusion matrix not found: {p} (make one with `ssal confusion RUN_DIR`)")
     try:
         return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise SSALError(f"cannot read confusion matrix {p}: {e}") from None
+    except (ValueError, OSError, EOFError) as e:  # numpy's text for a non-.npy file suggests loading unsafely
+        what = "not a NumPy .npy array file" if "pickle" in str(e) else str(e).splitlines()[0]
+        raise SSALError(f"cannot read confusion matrix {p}: {what} (make one with `ssal confusion RUN_DIR`)") from None
 
 
 def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
@@ -212,11 +228,15 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
             group_from_confusion(conf, int(b["k"]), s.criterion, s.grouping_seed, s.refine, s.size_margin, names, src)
             for b in branches
         ]
-    for i, (g, b) in enumerate(zip(out, branches, strict=True)):
+    for i, g in enumerate(out):
         if g.num_classes != C:
             raise SSALError(f"grouping {i + 1} has {g.num_classes} classes but data set {data.name!r} has {C}")
-        if g.k != int(b["k"]):
-            raise SSALError(f"grouping {i + 1} has k={g.k} groups but ssal.branches.{i}.k is {b['k']}; make them agree")
+        if g.k != int(branches[i]["k"]):  # the saved config must describe the model that is built
+            src = s.groupings[i] if isinstance(s.groupings, list) else s.groupings
+            raise SSALError(
+                f"grouping {i + 1} ({src}) has k={g.k} groups but ssal.branches[{i}] says k={branches[i]['k']}; "
+                "make them agree"
+            )
     return out
 
 
@@ -340,6 +360,7 @@ def make_loader(
             world_size=world_size,
             seed=cfg.seed,
             **sizes,
+            class_names=data.class_names,
         )
         return out[0] if isinstance(out, tuple) else out
     from .data import DeviceLoader

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -266,7 +267,8 @@ def validate(cfg: Config) -> Config:
     _need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     _need(d.augment in AUGMENTS, "data.augment", f"must be one of {', '.join(AUGMENTS)}, got {d.augment!r}")
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
-    _need(d.max_shift >= 0 and d.workers >= 0, "data.max_shift", "max_shift and workers must be >= 0")
+    _need(d.max_shift >= 0, "data.max_shift", f"must be >= 0, got {d.max_shift}")
+    _need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
     from .grouping import shipped_groupings
 
@@ -283,7 +285,9 @@ def validate(cfg: Config) -> Config:
     _need(s.criterion in ("join", "split"), "ssal.criterion", f"must be join or split, got {s.criterion!r}")
     etas = s.eta if isinstance(s.eta, list) else [s.eta]
     _need(all(0.0 < e <= 1.0 for e in etas), "ssal.eta", f"must be in (0, 1], got {s.eta}")
-    _need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _need(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number > 0, got {o.lr}")
+    weights = [s.main_weight, *([s.aux_weights] if isinstance(s.aux_weights, float) else s.aux_weights)]
+    _need(all(w >= 0 and math.isfinite(w) for w in weights), "ssal.aux_weights", "loss weights must be finite, >= 0")
     _need(0.0 <= o.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _need(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", f"must be in [0, 1), got {o.label_smoothing}")
@@ -308,7 +312,10 @@ def validate(cfg: Config) -> Config:
     t.precision = str(t.precision)
     _need(t.precision in PRECISIONS, "trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
     _need(0.0 <= t.ema_decay < 1.0, "trainer.ema_decay", f"must be in [0, 1) (0: off), got {t.ema_decay}")
-    _need(t.num_nodes >= 1 and t.val_every >= 1, "trainer.num_nodes", "num_nodes and val_every must be >= 1")
+    _need(t.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {t.num_nodes}")
+    _need(t.val_every >= 1, "trainer.val_every", f"must be >= 1, got {t.val_every}")
+    _need(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", f"must be >= 1, got {t.log_every_n_steps}")
+    _need(t.threads >= 0, "trainer.threads", f"must be >= 0 (0: torch's default), got {t.threads}")
     _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
     _need(cfg.pipeline.baseline_epochs is None or cfg.pipeline.baseline_epochs >= 1, "pipeline.baseline_epochs", ">=1")
     return cfg
@@ -360,6 +367,10 @@ def read_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SSALError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise SSALError(f"config {path} is a folder, not a file") from None
+    except UnicodeDecodeError as e:
+        raise SSALError(f"config {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise SSALError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     raw = {} if raw is None else raw

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import sys
 import time
 import warnings
@@ -22,14 +23,25 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from . import signals
 from .architecture import SSALModel
 from .config import Config, OptimConfig, ScheduleConfig
 from .errors import SSALError
 from .hardware import resolve_precision
+from .io import check_output_path
 from .loss import SSALLoss
 from .prediction import SSALMetrics
-from .runs import RunPaths, copy_atomic, load_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .runs import (
+    RunPaths,
+    copy_atomic,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    state_dict_mismatch,
+    write_metrics,
+)
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -207,6 +219,7 @@ class SSALTask(L.LightningModule):
         self.__dict__["_net"] = torch.compile(model) if compile else model  # not a registered submodule
         self.metrics: SSALMetrics | None = None
         self.val_result: dict[str, float] | None = None
+        self.start_epoch = 0  # epochs done before this session (set when resuming)
         self._new_epoch_sums()
 
     def _new_epoch_sums(self) -> None:
@@ -298,6 +311,7 @@ class SSALTask(L.LightningModule):
         checkpoint["ssal"] = {**self.meta, "rng": rng_state(), "epochs_done": self.current_epoch + 1}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.start_epoch = int(checkpoint.get("ssal", {}).get("epochs_done", 0))  # read by the train loader
         rng = checkpoint.get("ssal", {}).get("rng")
         if rng:
             set_rng_state(rng)
@@ -329,13 +343,21 @@ class SSALDataModule(L.LightningDataModule):
             )
         if len(self.train_loader) == 0:
             raise SSALError(f"data.batch_size={self.cfg.data.batch_size} leaves no full batch on rank {rank}")
+        if self.val_loader is not None and len(self.val_loader) == 0:
+            raise SSALError("the validation split is empty: nothing to choose the best checkpoint by")
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed the shuffling and augmentation of the array loader for ``epoch``."""
+        """Reseed the shuffling (and the augmentation of the array loader) for ``epoch``."""
+        sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(epoch)
+        elif hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
 
     def train_dataloader(self) -> Any:
+        # Lightning may make the first iterator before the first on_train_epoch_start: on resume, epoch E's order
+        task = self.trainer.lightning_module if self.trainer is not None else None
+        self.set_epoch(int(getattr(task, "start_epoch", 0)))
         return self.train_loader
 
     def val_dataloader(self) -> Any:
@@ -347,7 +369,8 @@ class RunWriter(L.Callback):
     """At the end of each epoch: NaN check, one metrics.csv row, last.ckpt and (if better) best.ckpt; rank 0 writes.
 
     The row is written before the checkpoint, so after a crash the resumed epoch simply overwrites its row:
-    metrics.csv never holds duplicated or missing epochs.
+    metrics.csv never holds duplicated or missing epochs. An improved epoch is saved as best.ckpt first, then copied
+    to last.ckpt, so last.ckpt never runs ahead of best.ckpt.
     """
 
     def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None, compute: Any = None) -> None:
@@ -356,6 +379,7 @@ class RunWriter(L.Callback):
         self.wall = 0.0  # training seconds summed over all sessions of this run
         self._t0 = self._tval = 0.0
         self.rows: list[dict[str, Any]] = []
+        self.saved_epochs = 0  # epochs held by last.ckpt
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wall": self.wall}
@@ -369,11 +393,18 @@ class RunWriter(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch  # epochs finished before this session (0 unless resumed)
+        self.saved_epochs = done
         self.rows = [r for r in read_metrics(self.paths.metrics) if int(r["epoch"]) <= done]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = self._tval = time.perf_counter()
         pl_module.val_result = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        signals.check()  # SIGINT/SIGTERM stop here, between steps: the resumed run redoes this epoch exactly
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        signals.check()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._tval = time.perf_counter()
@@ -399,11 +430,15 @@ class RunWriter(L.Callback):
             write_metrics(self.paths.metrics, self.rows)
             if trainer.logger is not None:
                 trainer.logger.log_metrics({f"epoch/{k}": float(v) for k, v in row.items()}, step=row["epoch"])
-        trainer.save_checkpoint(self.paths.last, weights_only=False)
+        # best before last: a crash between the two leaves last.ckpt at the previous epoch, so the resumed run redoes
+        # this epoch and rewrites best.ckpt (the other order would lose a best epoch whose score is already recorded)
+        trainer.save_checkpoint(self.paths.best if improved else self.paths.last, weights_only=False)
         if improved and trainer.is_global_zero:
-            copy_atomic(self.paths.last, self.paths.best)
+            copy_atomic(self.paths.best, self.paths.last)
+        self.saved_epochs = row["epoch"]
         if trainer.is_global_zero:
             log.info(_summary(row))
+        signals.check()  # a signal that came while the row and checkpoints were written stops here
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -474,7 +509,7 @@ def build_trainer(
             use_distributed_sampler=False,
             default_root_dir=str(paths.root),
         )
-    except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+    except (ValueError, RuntimeError, TypeError, MisconfigurationException) as e:
         raise SSALError(f"trainer settings: {str(e).splitlines()[0]}") from None
 
 
@@ -549,9 +584,17 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
 
     quiet_lightning()
     paths = RunPaths(Path(cfg.run_dir))
+    if not dry_run:
+        check_output_path(paths.root, "dir")
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
+    if data.is_folder and not dry_run:  # a broken image is named now, not found in the middle of an epoch
+        from .data.folder import check_images
+
+        for split in ("train", "val", "test"):
+            if (Path(cfg.data.root) / split).is_dir():
+                check_images(Path(cfg.data.root) / split)
     online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
     if ckpt is not None and not online:
         _saved_groupings(cfg, paths)
@@ -596,10 +639,16 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     writer = RunWriter(paths, monitor, on_setup=lambda: _write_run_files(cfg, paths, files), compute=meter)
     trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks)
     try:
-        trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+        with signals.deferred():
+            trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+    except (signals.Interrupted, SIGTERMException) as e:
+        stop = e if isinstance(e, signals.Interrupted) else signals.Interrupted(signal.SIGTERM)
+        stop.run_dir, stop.epochs_saved = paths.root, writer.saved_epochs
+        stop.epoch = writer.saved_epochs + 1 if writer.saved_epochs < cfg.trainer.epochs else None
+        raise stop from None
     except RuntimeError as e:
         if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
-            raise SSALError(f"{ckpt} does not match the config's model: {str(e).splitlines()[0]}") from None
+            raise SSALError(f"{ckpt} does not match the config's model: {state_dict_mismatch(e)}") from None
         raise
     rows = read_metrics(paths.metrics)
     return FitResult(paths.root, n_params, rows[-1] if rows else None, trainer.is_global_zero)

@@ -103,6 +103,8 @@ def collect_outputs(
         mains.append(out.main.float().cpu())
         auxs.append([a.float().cpu() for a in out.aux])
         ys.append(y.cpu())
+    if not ys:
+        raise SSALError(f"no images to evaluate ({progress or 'empty split'}): the split is empty")
     aux = tuple(torch.cat([a[i] for a in auxs]) for i in range(len(model.branches)))
     return SSALOutput(torch.cat(mains), aux), torch.cat(ys)
 

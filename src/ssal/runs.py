@@ -23,6 +23,7 @@ import csv
 import io
 import logging
 import os
+import pickle
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from .io import atomic_write, atomic_write_text
 __all__ = [
     "RunInfo",
     "RunPaths",
+    "check_finite",
     "copy_atomic",
     "load_checkpoint",
     "load_run",
@@ -99,17 +101,50 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; a missing or corrupt file raises ``SSALError``."""
     path = Path(path)
+    if path.is_dir():
+        raise SSALError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise SSALError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise SSALError(f"checkpoint {path} is an empty file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():  # torch's message goes on to explain how to load it unsafely
+            raise SSALError(
+                f"checkpoint {path} holds objects other than tensors and plain values; ssal only loads checkpoints "
+                "with weights_only=True (is it an ssal checkpoint?)"
+            ) from None
+        raise SSALError(
+            f"corrupt or unreadable checkpoint {path}: not a checkpoint file written by torch.save"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, io.UnsupportedOperation) as e:
-        raise SSALError(f"corrupt or unreadable checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
-    except Exception as e:  # the weights-only unpickler raises pickle.UnpicklingError for foreign objects
-        raise SSALError(f"checkpoint {path} cannot be loaded safely: {str(e).splitlines()[0][:200]}") from None
+        raise SSALError(f"corrupt or unreadable checkpoint {path}: {_first_line(e)}") from None
+    except Exception as e:  # e.g. IndexError or KeyError from a truncated or garbled file
+        raise SSALError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__} {_first_line(e)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise SSALError(f"{path} is not an ssal checkpoint (no state_dict)")
     return ckpt
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def state_dict_mismatch(e: BaseException) -> str:
+    """The useful part of ``load_state_dict``'s error: the missing, unexpected and mis-shaped keys, shortened."""
+    lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+    text = " ".join(lines) or _first_line(e)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """``SSALError`` if any floating-point tensor of ``state`` holds NaN or Inf (a diverged or damaged model)."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SSALError(f"{where} has NaN/Inf weights ({', '.join(bad[:3])}{more}); the model cannot be used")
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -200,13 +235,44 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
     data = DataBundle(cfg.data.name, num_classes, names, mean=stats[0], std=stats[1])
     model = build_model(cfg, num_classes, groupings, data, load_weights=False)
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    check_finite(state, ckpt_path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise SSALError(f"{ckpt_path} does not match its config's model: {str(e).splitlines()[0]}") from None
+        raise SSALError(f"{ckpt_path} does not match its config's model: {state_dict_mismatch(e)}") from None
+    _warn_if_foreign(paths, ckpt_path, meta["config"])
     model.to(map_location).eval()
     etas = eta_values(cfg, len(groupings)) if groupings else []
     return RunInfo(model, cfg, groupings, paths, ckpt_path, int(meta.get("epochs_done", 0)), names, num_classes, etas)
+
+
+#: The config keys that tell runs apart; a checkpoint whose values differ from its run directory's config.yaml
+#: comes from another run (epochs, the grouping source or run_dir may change legitimately, e.g. on resume).
+IDENTITY_KEYS = (("name",), ("seed",), ("model",), ("data", "name"), ("ssal", "branches"))
+
+
+def _warn_if_foreign(paths: RunPaths, ckpt_path: Path, ckpt_config: dict[str, Any]) -> None:
+    """Warn when a checkpoint inside a run directory was written by another run (e.g. copied in by hand)."""
+    if ckpt_path.parent.resolve() != paths.checkpoints.resolve() or not paths.config.is_file():
+        return
+    try:
+        own = read_yaml(paths.config)
+    except SSALError:
+        return
+
+    def get(d: Any, keys: tuple[str, ...]) -> Any:
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    differ = [".".join(k) for k in IDENTITY_KEYS if get(own, k) != get(ckpt_config, k)]
+    if differ:
+        log.warning(
+            "%s was written by another run (%s differ from %s): check that it belongs here",
+            ckpt_path,
+            ", ".join(differ),
+            paths.config,
+        )
 
 
 def config_of_run(run_dir: str | os.PathLike) -> Config:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SSALError
+from ..io import check_output_path
+from ..signals import Interrupted, handle_signals
 
 __all__ = ["main"]
 
@@ -27,6 +29,17 @@ COMMANDS: tuple[str, ...] = (
     "attack",
     "export",
 )
+
+#: What ``--out`` names for each command that has one.
+OUTPUT_KINDS = {
+    "group": "file",
+    "confusion": "file",
+    "export": "file",
+    "pipeline": "dir",
+    "demo": "dir",
+    "explain": "dir",
+    "attack": "dir",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(argv)  # argparse's own one-line error and exit code 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return int(args.func(args) or 0)
+        out = getattr(args, "out", None)
+        if out is not None and args.command in OUTPUT_KINDS:  # before any work: a bad --out changes nothing
+            check_output_path(out, OUTPUT_KINDS[args.command])
+        with handle_signals():
+            return int(args.func(args) or 0)
+    except Interrupted as e:
+        print(f"ssal {args.command}: {e.describe(args.command)}", file=sys.stderr)
+        return e.exit_code
     except SSALError as e:
-        print(f"ssal {args.command}: error: {e}", file=sys.stderr)
+        print(f"ssal {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"ssal {args.command}: error: {e.strerror}: {e.filename}", file=sys.stderr)
@@ -72,6 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _one_line(e: SSALError) -> str:
+    """The message of an ``SSALError``; one raised in a DataLoader worker comes back wrapped in its traceback."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split("SSALError: ", 1)[-1]
+    return text
 
 
 if __name__ == "__main__":

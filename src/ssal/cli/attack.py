@@ -40,11 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the run and its images, attack for each eps, save CSV + plot, print the table."""
-    import torch
 
     from ..attack import attack_batches, evaluate_attack, format_table, parse_eps, save_attack
     from ..errors import SSALError
     from ..evaluation import default_device
+    from ..hardware import parse_device
     from ..runs import load_run
 
     eps = parse_eps(args.eps, "--eps")
@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise SSALError(f"--steps must be at least 1, got {args.steps}")
     if args.limit is not None and args.limit < 1:
         raise SSALError(f"--limit must be at least 1, got {args.limit}")
+    parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint)
-    device = torch.device(args.device) if args.device else default_device()
+    device = parse_device(args.device) or default_device()
     info.model.to(device)
     batches = attack_batches(info, args.split, args.limit, args.seed, args.batch_size, device)
     rows = evaluate_attack(info, batches, args.method, eps, args.steps, alpha, args.limit)

@@ -30,13 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute and save the confusion matrix."""
-    import torch
 
     from ..evaluation import run_confusion, save_confusion
+    from ..hardware import parse_device
     from ..runs import load_run
 
+    parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint)
-    conf = run_confusion(info, args.split, torch.device(args.device) if args.device else None)
+    conf = run_confusion(info, args.split, parse_device(args.device))
     out = args.out or args.run_dir / ("confusion.npy" if args.split == "val" else f"confusion_{args.split}.npy")
     paths = save_confusion(conf, out, info.class_names)
     acc = 100.0 * conf.trace() / max(conf.sum(), 1)

@@ -34,15 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, evaluate it, print and save the table."""
-    import torch
 
     from ..evaluation import evaluate_run, format_report, save_report
+    from ..hardware import parse_device
     from ..runs import load_run
 
+    parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint)
     if args.data_root is not None:  # e.g. a released run evaluated on another machine
         info.config.data.root = str(args.data_root)
-    rep = evaluate_run(info, split=args.split, device=torch.device(args.device) if args.device else None, tta=args.tta)
+    rep = evaluate_run(info, split=args.split, device=parse_device(args.device), tta=args.tta)
     stem = "eval" if args.split == "test" else f"eval_{args.split}"
     if args.checkpoint not in ("best", "last"):  # another checkpoint file: its own report files
         stem += f"_{Path(args.checkpoint).stem}"

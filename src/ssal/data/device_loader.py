@@ -170,10 +170,13 @@ class DeviceLoader:
         return list(zip(edges[:-1], edges[1:], strict=True))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of the current epoch. The epoch is read when the first batch is taken, not when the iterator
+        is made: an iterator made early and never used (Lightning makes one before restoring a checkpoint) neither
+        fixes the epoch too soon nor uses one up."""
         epoch, start = self.epoch, self._start_batch
         self.epoch, self._start_batch = epoch + 1, 0  # forgetting set_epoch still gives a fresh permutation
         order, shifts, flips = (None if t is None else t.to(self.device) for t in self._epoch_plan(epoch))
-        return self._batches(order, shifts, flips, self._bounds(order.numel())[start:])
+        yield from self._batches(order, shifts, flips, self._bounds(order.numel())[start:])
 
     def _batches(self, order, shifts, flips, bounds) -> Iterator[tuple[Tensor, Tensor]]:
         for lo, hi in bounds:

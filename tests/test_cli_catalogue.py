@@ -1,0 +1,228 @@
+"""The catalogue of bad input: every case runs through the real CLI and must give exit code 2, exactly one line on
+stderr (``ssal COMMAND: error: ...`` naming the problem), no traceback, no internal error, and no changed file.
+
+Each case is (id, setup, expected text): ``setup(ws)`` prepares the workspace ``ws`` (the working directory, with a
+tiny trained run in ``ws/run``) and returns the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssal.cli import main
+from ssal.grouping import random_grouping
+from ssal.runs import load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = str(REPO / "configs" / "demo.yaml")
+TRAIN = ["train", "--config", DEMO, "ssal.groupings=random", "trainer.epochs=2", "schedule.peak_epoch=1"]
+TRAIN += ["trainer.limit_train_batches=0.3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SSAL run (digits, small_cnn, 2 branches, 2 epochs)."""
+    run = tmp_path_factory.mktemp("catalogue") / "run"
+    assert main([*TRAIN, f"run_dir={run}"]) == 0
+    return run
+
+
+def _edit_checkpoint(ws: Path, edit: Callable[[dict], None]) -> None:
+    for name in ("best", "last"):
+        path = ws / "run" / "checkpoints" / f"{name}.ckpt"
+        ckpt = load_checkpoint(path)
+        edit(ckpt)
+        save_checkpoint(ckpt, path)
+
+
+def _nan_weights(ckpt: dict) -> None:
+    key = next(k for k, v in ckpt["state_dict"].items() if k.startswith("model.") and v.is_floating_point())
+    ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], float("nan"))
+
+
+def _other_width(ckpt: dict) -> None:
+    ckpt["ssal"]["config"]["model"]["options"] = {"width": 8}
+
+
+def _empty_checkpoints(ws: Path) -> None:
+    for name in ("best", "last"):
+        (ws / "run" / "checkpoints" / f"{name}.ckpt").write_bytes(b"")
+
+
+def _folder(ws: Path, layout: dict[str, str]) -> list[str]:
+    from test_imagefolder import write_tree
+
+    write_tree(ws / "data", layout)
+    return [
+        *TRAIN,
+        "data.name=folder",
+        "data.root=data",
+        "data.workers=0",
+        "data.batch_size=4",
+        "ssal.branches=[]",
+        "run_dir=out",
+    ]
+
+
+def _grouping_k5(ws: Path) -> list[str]:
+    random_grouping(10, 5, 0).save(ws / "g5.json")
+    random_grouping(10, 5, 1).save(ws / "g5b.json")
+    return [*TRAIN, "ssal.groupings=[g5.json, g5b.json]", "run_dir=out"]
+
+
+def _fifo(ws: Path) -> Path:
+    os.mkfifo(ws / "pipe")
+    return ws / "pipe"
+
+
+CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    # ImageFolder data: classes by name from train/
+    ("folder-extra-class-in-val", lambda ws: _folder(ws, {"train": "abc", "val": "abcd"}), "val has class folder(s) d"),
+    ("folder-no-val", lambda ws: _folder(ws, {"train": "abc"}), "needs data/val/<class>"),
+    (
+        "folder-empty-image",
+        lambda ws: [*_folder(ws, {"train": "ab", "val": "ab"}), (ws / "data/train/a/x.png").write_bytes(b"")][:-1],
+        "x.png (empty file)",
+    ),
+    (
+        "folder-text-as-image",
+        lambda ws: [*_folder(ws, {"train": "ab", "val": "ab"}), (ws / "data/val/b/y.jpg").write_text("hi")][:-1],
+        "y.jpg (not an image)",
+    ),
+    # checkpoints
+    ("evaluate-empty-ckpt", lambda ws: [_empty_checkpoints(ws), "evaluate", "run"][1:], "is an empty file"),
+    ("predict-empty-ckpt", lambda ws: [_empty_checkpoints(ws), "predict", "run", "x.png"][1:], "is an empty file"),
+    ("resume-empty-ckpt", lambda ws: [_empty_checkpoints(ws), *TRAIN, "run_dir=run", "--resume"][1:], "empty file"),
+    ("evaluate-text-ckpt", lambda ws: ["evaluate", "run", "--checkpoint", DEMO], "corrupt or unreadable checkpoint"),
+    ("evaluate-folder-ckpt", lambda ws: ["evaluate", "run", "--checkpoint", "run"], "is a folder, not a file"),
+    (
+        "evaluate-unsafe-ckpt",
+        lambda ws: [
+            torch.save({"state_dict": {}, "x": Path("p")}, ws / "u.ckpt"),
+            "evaluate",
+            "run",
+            "--checkpoint",
+            "u.ckpt",
+        ][1:],
+        "holds objects other than tensors",
+    ),
+    (
+        "export-nan",
+        lambda ws: [_edit_checkpoint(ws, _nan_weights), "export", "run", "--format", "torchscript", "--out", "m.pt"][
+            1:
+        ],
+        "NaN/Inf weights",
+    ),
+    ("predict-nan", lambda ws: [_edit_checkpoint(ws, _nan_weights), "predict", "run", "x.png"][1:], "NaN/Inf weights"),
+    ("evaluate-nan", lambda ws: [_edit_checkpoint(ws, _nan_weights), "evaluate", "run"][1:], "NaN/Inf weights"),
+    ("evaluate-mismatch", lambda ws: [_edit_checkpoint(ws, _other_width), "evaluate", "run"][1:], "size mismatch"),
+    # output paths
+    ("export-out-is-folder", lambda ws: ["export", "run", "--format", "torchscript", "--out", "run"], "is a folder"),
+    (
+        "export-out-under-file",
+        lambda ws: ["export", "run", "--format", "onnx", "--out", f"{DEMO}/m.onnx"],
+        "is a file, not a folder",
+    ),
+    (
+        "export-out-is-fifo",
+        lambda ws: ["export", "run", "--format", "torchscript", "--out", str(_fifo(ws))],
+        "not a regular file",
+    ),
+    ("confusion-out-is-folder", lambda ws: ["confusion", "run", "--out", "run"], "is a folder"),
+    (
+        "group-out-is-fifo",
+        lambda ws: ["group", "--random", "10", "--k", "2", "--out", str(_fifo(ws))],
+        "not a regular file",
+    ),
+    ("explain-out-is-file", lambda ws: ["explain", "run", "x.png", "--out", DEMO], "is a file, not a folder"),
+    (
+        "attack-out-is-file",
+        lambda ws: ["attack", "run", "--method", "fgsm", "--eps", "1/255", "--out", DEMO],
+        "is a file, not a folder",
+    ),
+    ("pipeline-out-is-file", lambda ws: ["pipeline", "--config", DEMO, "--out", DEMO], "is a file, not a folder"),
+    ("train-run-dir-is-file", lambda ws: [*TRAIN, f"run_dir={DEMO}"], "is a file, not a folder"),
+    ("train-run-dir-under-file", lambda ws: [*TRAIN, f"run_dir={DEMO}/sub"], "is a file, not a folder"),
+    # settings that disagree
+    ("grouping-k-disagrees", _grouping_k5, "has k=5 groups but ssal.branches[0] says k=4"),
+    ("confusion-not-npy", lambda ws: [*TRAIN[:-3], f"ssal.confusion={DEMO}", "run_dir=out"], "not a NumPy .npy"),
+    # config values under their own key, devices, files
+    ("val-every-0", lambda ws: [*TRAIN, "trainer.val_every=0", "--dry-run"], "config key trainer.val_every"),
+    ("workers-negative", lambda ws: [*TRAIN, "data.workers=-1", "--dry-run"], "config key data.workers"),
+    ("lr-inf", lambda ws: [*TRAIN, "optim.lr=.inf", "--dry-run"], "config key optim.lr"),
+    ("aux-weight-negative", lambda ws: [*TRAIN, "ssal.aux_weights=-1", "--dry-run"], "config key ssal.aux_weights"),
+    ("threads-negative", lambda ws: [*TRAIN, "trainer.threads=-2", "--dry-run"], "config key trainer.threads"),
+    ("log-every-0", lambda ws: [*TRAIN, "trainer.log_every_n_steps=0", "--dry-run"], "trainer.log_every_n_steps"),
+    (
+        "config-not-utf8",
+        lambda ws: [(ws / "c.yaml").write_bytes(b"name: caf\xe9\n"), "train", "--config", "c.yaml", "--dry-run"][1:],
+        "is not UTF-8",
+    ),
+    ("accelerator-gpu-missing", lambda ws: [*TRAIN, "trainer.accelerator=gpu", "run_dir=out"], "trainer settings"),
+    ("device-bad-name", lambda ws: ["evaluate", "run", "--device", "nonsense"], "is not a device"),
+    ("device-cuda-missing", lambda ws: ["evaluate", "run", "--device", "cuda:7"], "--device cuda:7"),
+]
+
+
+def _state(ws: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(ws)): (p.stat().st_size, p.stat().st_mtime_ns) for p in ws.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("setup", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    setup: Callable[[Path], list[str]],
+    expected: str,
+    trained: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    if "cuda" in expected and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 CUDA devices")
+    shutil.copytree(trained, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    argv = setup(tmp_path)
+    capsys.readouterr()
+    before = _state(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith(f"ssal {argv[0]}: error: "), err
+    assert expected in err[0], err[0]
+    assert "Traceback" not in err[0] and "internal error" not in err[0]
+    assert _state(tmp_path) == before, "a failed command changed files"
+
+
+def test_a_missing_class_in_val_is_scored_with_train_labels(tmp_path: Path, monkeypatch, capsys) -> None:
+    """train/{a,b,c,d} and val/{a,c,d}: val/c is scored as c, not as b (the test split's confusion matrix)."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    argv = _folder(tmp_path, {"train": "abcd", "val": "acd"})
+    assert main([*argv[:-1], "run_dir=out", "trainer.epochs=1", "schedule.name=constant"]) == 0
+    assert main(["confusion", "out", "--split", "test"]) == 0
+    conf = np.load(tmp_path / "out" / "confusion_test.npy")
+    assert conf.sum(1).tolist() == [3, 0, 3, 3]  # rows are the true classes a, b, c, d
+    assert main(["evaluate", "out"]) == 0
+    assert "9 images" in capsys.readouterr().out
+
+
+def test_checkpoint_from_another_run_is_named(trained: Path, tmp_path: Path, caplog) -> None:
+    from ssal.runs import load_run
+
+    other = tmp_path / "other"
+    assert main([*TRAIN, "trainer.epochs=2", "seed=1", f"run_dir={other}", "name=other"]) == 0
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    shutil.copyfile(other / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
+    load_run(run)
+    assert "was written by another run (name, seed differ" in caplog.text and "best.ckpt" in caplog.text
+    caplog.clear()
+    load_run(trained)
+    assert "another run" not in caplog.text

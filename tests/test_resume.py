@@ -1,0 +1,125 @@
+"""Exact resume: a run interrupted at any point and resumed gives the metrics and weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssal import engine
+from ssal.config import load_config
+from ssal.data import DeviceLoader
+from ssal.engine import fit
+from ssal.runs import RunPaths, load_checkpoint, read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.yaml"
+TIMES = ("epoch_seconds", "train_img_per_s", "wall_seconds")
+ARGS = ["ssal.groupings=random", "trainer.epochs=3", "schedule.peak_epoch=1", "trainer.limit_train_batches=0.5"]
+
+
+class Crash(BaseException):
+    """Stands for a kill at a chosen point (a BaseException, so nothing on the way catches it)."""
+
+
+def _cfg(run_dir: Path):
+    return load_config(DEMO, [*ARGS, f"run_dir={run_dir}"])
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in read_metrics(run_dir / "metrics.csv")]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("resume") / "straight"
+    fit(_cfg(run))
+    return run
+
+
+def _crash_mid_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = engine.SSALTask.training_step
+
+    def training_step(self, batch, batch_idx):  # the 4th batch of epoch 3
+        if self.current_epoch == 2 and batch_idx == 3:
+            raise Crash
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(engine.SSALTask, "training_step", training_step)
+
+
+def _crash_after_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    write = engine.write_metrics
+
+    def write_metrics(path, rows):  # epoch 3's row is on disk, its checkpoint is not
+        write(path, rows)
+        if len(rows) == 3:
+            raise Crash
+
+    monkeypatch.setattr(engine, "write_metrics", write_metrics)
+
+
+def _crash_between_best_and_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = engine.copy_atomic
+
+    def copy_atomic(src, dst):  # epoch 3 improved: its best.ckpt is written, its last.ckpt not yet
+        if len(read_metrics(Path(dst).parents[1] / "metrics.csv")) == 3:
+            raise Crash
+        return copy(src, dst)
+
+    monkeypatch.setattr(engine, "copy_atomic", copy_atomic)
+
+
+@pytest.mark.parametrize("crash", [_crash_mid_epoch, _crash_after_row, _crash_between_best_and_last])
+def test_resume_after_a_crash_is_bit_identical(crash, uninterrupted: Path, tmp_path: Path) -> None:
+    run = tmp_path / "resumed"
+    with pytest.MonkeyPatch.context() as mp:
+        crash(mp)
+        with pytest.raises(Crash):
+            fit(_cfg(run))
+    ckpt = load_checkpoint(RunPaths(run).last)
+    assert ckpt["ssal"]["epochs_done"] == 2  # stopped in epoch 3: the resumed run starts from epoch 2's state
+    fit(_cfg(run), resume=True)
+    assert _rows(run) == _rows(uninterrupted)
+    for name in ("last", "best"):
+        a, b = (_weights(RunPaths(r).checkpoints / f"{name}.ckpt") for r in (run, uninterrupted))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_every_epoch_gets_its_own_permutation_even_with_an_unused_iterator() -> None:
+    """An iterator made and dropped (as Lightning does before restoring a checkpoint) does not use up an epoch."""
+    from ssal.data import ImageArrays
+
+    data = ImageArrays(torch.zeros(40, 3, 4, 4, dtype=torch.uint8), torch.arange(40) % 4, ["a", "b", "c", "d"])
+    loader = DeviceLoader(data, 40, train=True, augment="none")
+    iter(loader)  # made, never used
+    loader.set_epoch(2)
+    resumed = next(iter(loader))[1]
+    fresh = DeviceLoader(data, 40, train=True, augment="none")
+    labels = [next(iter(fresh))[1] for _ in range(3)]  # epochs 0, 1, 2
+    assert not torch.equal(labels[0], labels[1]) and torch.equal(resumed, labels[2])
+
+
+def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Path) -> None:
+    """Folder data: a per-epoch seeded sampler and worker seeds from (seed, epoch, rank, worker) make resume exact."""
+    from test_imagefolder import write_tree
+
+    write_tree(tmp_path / "data", {"train": "abcd", "val": "abcd"}, n=5)
+    extra = [f"data.root={tmp_path / 'data'}", "data.name=folder", "data.workers=1", "data.batch_size=4"]
+    extra += ["ssal.branches=[{at: g3, k: 2, head: gap}]", "trainer.limit_train_batches=1.0"]
+
+    def cfg(run: Path):
+        return load_config(DEMO, [*ARGS, *extra, f"run_dir={run}"])
+
+    fit(cfg(tmp_path / "straight"))
+    with pytest.MonkeyPatch.context() as mp:
+        _crash_mid_epoch(mp)
+        with pytest.raises(Crash):
+            fit(cfg(tmp_path / "resumed"))
+    fit(cfg(tmp_path / "resumed"), resume=True)
+    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
