@@ -151,7 +151,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("train-run-dir-under-file", lambda ws: [*TRAIN, f"run_dir={DEMO}/sub"], "is a file, not a folder"),
     # settings that disagree
     ("grouping-k-disagrees", _grouping_k5, "has k=5 groups but ssal.branches[0] says k=4"),
-    ("confusion-not-npy", lambda ws: [*TRAIN[:-3], f"ssal.confusion={DEMO}", "run_dir=out"], "not a NumPy .npy"),
+    (
+        "confusion-not-npy",
+        lambda ws: [*TRAIN[:3], "ssal.groupings=confusion", f"ssal.confusion={DEMO}", "run_dir=out"],
+        "not a NumPy .npy",
+    ),
     # config values under their own key, devices, files
     ("val-every-0", lambda ws: [*TRAIN, "trainer.val_every=0", "--dry-run"], "config key trainer.val_every"),
     ("workers-negative", lambda ws: [*TRAIN, "data.workers=-1", "--dry-run"], "config key data.workers"),
@@ -205,7 +209,10 @@ def test_a_missing_class_in_val_is_scored_with_train_labels(tmp_path: Path, monk
 
     monkeypatch.chdir(tmp_path)
     argv = _folder(tmp_path, {"train": "abcd", "val": "acd"})
-    assert main([*argv[:-1], "run_dir=out", "trainer.epochs=1", "schedule.name=constant"]) == 0
+    assert (
+        main([*argv[:-1], "run_dir=out", "trainer.epochs=1", "schedule.name=constant", "trainer.limit_train_batches=1"])
+        == 0
+    )
     assert main(["confusion", "out", "--split", "test"]) == 0
     conf = np.load(tmp_path / "out" / "confusion_test.npy")
     assert conf.sum(1).tolist() == [3, 0, 3, 3]  # rows are the true classes a, b, c, d

@@ -646,6 +646,8 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
         stop.run_dir, stop.epochs_saved = paths.root, writer.saved_epochs
         stop.epoch = writer.saved_epochs + 1 if writer.saved_epochs < cfg.trainer.epochs else None
         raise stop from None
+    except MisconfigurationException as e:  # e.g. a limit_train_batches that leaves no batch
+        raise SSALError(f"trainer settings: {str(e).splitlines()[0]}") from None
     except RuntimeError as e:
         if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
             raise SSALError(f"{ckpt} does not match the config's model: {state_dict_mismatch(e)}") from None
