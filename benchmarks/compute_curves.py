@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssal.runs import read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "cifar100_fastnet.yaml"
 ARMS = ("base", "online", "base_eq", "two_stage", "random", "superclass")
@@ -38,14 +40,11 @@ def ssal(*args: str) -> None:
 
 
 def final_flops(run: Path) -> float:
-    rows = (run / "metrics.csv").read_text().strip().splitlines()
-    head = rows[0].split(",")
-    return float(rows[-1].split(",")[head.index("train_flops")])
+    return float(read_metrics(run / "metrics.csv")[-1]["train_flops"])
 
 
 def epochs_done(run: Path) -> int:
-    m = run / "metrics.csv"
-    return len(m.read_text().strip().splitlines()) - 1 if m.is_file() else 0
+    return len(read_metrics(run / "metrics.csv"))
 
 
 def train(run: Path, epochs: int, seed: int, extra: list[str], common: list[str]) -> None:

@@ -9,12 +9,13 @@ the online confusion pass included), plus, for the two-stage arm, the baseline r
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 
 import torch
+
+from ssal.runs import read_metrics
 
 LABELS = {
     "base": "baseline",
@@ -29,8 +30,7 @@ LABELS = {
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_metrics(run / "metrics.csv")
 
 
 def _confusion_pass_flops(base: Path) -> float:

@@ -13,6 +13,7 @@ continues with the same groups; gamma itself lives in the model's and the loss's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -22,11 +23,13 @@ import torch
 from torch import nn
 
 from .architecture import SSALModel
+from .compute import forward_flops_per_sample
 from .errors import SSALError
+from .evaluation import confusion_matrix
 from .grouping import Grouping, group_from_confusion
 from .runs import RunPaths
 
-__all__ = ["ONLINE_SOURCES", "OnlineGrouping", "confusion_matrix", "weight_similarity"]
+__all__ = ["ONLINE_SOURCES", "OnlineGrouping", "validation_confusion", "weight_similarity"]
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +38,25 @@ ONLINE_SOURCES = ("online", "weights")
 
 
 @torch.no_grad()
-def confusion_matrix(model: SSALModel, loader: Any, num_classes: int, autocast: Any = None) -> tuple[torch.Tensor, int]:
+def validation_confusion(
+    model: SSALModel, loader: Any, num_classes: int, autocast: Any = None
+) -> tuple[np.ndarray, int]:
     """f's C x C confusion counts (rows: true class) over ``loader``, and the input samples seen."""
     was_training = model.training
     model.eval()
-    conf: torch.Tensor | None = None
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     n = 0
     try:
         for x, y in loader:
-            ctx = autocast() if autocast is not None else torch.autocast("cpu", enabled=False)
-            with ctx:
+            with autocast() if autocast is not None else contextlib.nullcontext():
                 pred = model(x, with_branches=False).main.argmax(1)
-            idx = y.to(pred.device).long() * num_classes + pred
-            counts = torch.bincount(idx, minlength=num_classes * num_classes)
-            conf = counts if conf is None else conf + counts
+            conf += confusion_matrix(pred.cpu(), y.cpu(), num_classes)
             n += int(y.numel())
     finally:
         model.train(was_training)
-    if conf is None:
+    if n == 0:
         raise SSALError("online groupings need a validation split with samples (data.val_fraction > 0)")
-    return conf.view(num_classes, num_classes), n
+    return conf, n
 
 
 def _class_layer(backbone: nn.Module, num_classes: int) -> nn.Linear:
@@ -173,9 +175,10 @@ class OnlineGrouping(L.Callback):
             if loader is None:
                 raise SSALError("ssal.groupings=online needs a validation split (data.val_fraction > 0)")
             ctx = trainer.precision_plugin.forward_context
-            conf, n = confusion_matrix(model, loader, C, ctx)
-            conf = trainer.strategy.reduce(conf.double(), reduce_op="sum").cpu().numpy()
-            self.pass_flops += int(_forward_flops_per_sample(model) * n * trainer.world_size)
+            conf, n = validation_confusion(model, loader, C, ctx)
+            summed = trainer.strategy.reduce(torch.from_numpy(conf).double().to(pl_module.device), reduce_op="sum")
+            conf = summed.cpu().numpy()
+            self.pass_flops += int(forward_flops_per_sample(model) * n * trainer.world_size)
             acc = float(np.trace(conf) / max(conf.sum(), 1.0))
             info["val_f_top1"] = round(100.0 * acc, 2)
             src = f"online:val-confusion@epoch{epoch:.2f}"
@@ -213,10 +216,3 @@ class OnlineGrouping(L.Callback):
         self.groupings = [g.to_dict() for g in gs]
         pl_module.meta["groupings"] = list(self.groupings)
         pl_module.meta.pop("groupings_pending", None)
-
-
-def _forward_flops_per_sample(model: SSALModel) -> float:
-    """Forward FLOPs of f for one input (torch's FLOP counter on a copy of f in eval mode)."""
-    from .compute import forward_flops_per_sample
-
-    return forward_flops_per_sample(model, with_branches=False)
