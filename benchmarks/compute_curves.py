@@ -9,6 +9,7 @@ Arms (same backbone, recipe and branch as configs/cifar100_fastnet.yaml), per bu
   random      one-pass SSAL with random balanced groups of the same k, from the first step
   superclass  one-pass SSAL with the 20 CIFAR-100 superclasses, from the first step
   online_e*   one-pass SSAL with another group_epoch (the E0 trade-off)
+  regroup     one-pass SSAL that also recomputes its groups every B/4 epochs after group_epoch (ssal.regroup_every)
   weights     one-pass SSAL, groups from the similarity of f's class weights at group_epoch (no data pass)
   shipped     SSAL with the package's cifar100-join-20 groups (made once from a stronger model), from the first step
 
@@ -68,6 +69,9 @@ def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: floa
         elif arm == "online" or arm.startswith("online_e"):
             g0 = e0 if arm == "online" else float(arm.removeprefix("online_e"))
             train(run, budget, seed, ["ssal.groupings=online", f"ssal.group_epoch={g0:g}"], common)
+        elif arm == "regroup":
+            train(run, budget, seed, ["ssal.groupings=online", f"ssal.group_epoch={e0:g}",
+                                      f"ssal.regroup_every={budget / 4:g}"], common)  # fmt: skip
         elif arm == "random":
             train(run, budget, seed, ["ssal.groupings=random", f"ssal.grouping_seed={seed}"], common)
         elif arm == "weights":

@@ -89,7 +89,7 @@ def _config(name: str, run_dir: Path, data: dict, model: dict, args: argparse.Na
         "ssal": {"branches": [], "eta": 0.5, "aux_weights": 0.5},
         "optim": {"lr": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "warmup_cosine", "warmup_epochs": 0},
-        "trainer": {"epochs": 1, "progress_bar": False, "threads": args.threads, "precision": "32"},
+        "trainer": {"epochs": 1, "progress_bar": False, "threads": args.threads, "precision": args.precision},
     }
     for k, v in extra.items():
         cfg[k] = {**cfg[k], **v} if isinstance(cfg.get(k), dict) else v
@@ -142,6 +142,7 @@ def run(argv: list[str] | None = None) -> Path:
     p.add_argument("--backbone-lr-scale", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--precision", default="auto", help="trainer.precision of every run (auto: bf16 where fast)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out: Path = args.out
