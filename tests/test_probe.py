@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -162,3 +163,30 @@ def test_probe_under_two_process_ddp(cifar100_dir: Path, tmp_path: Path, weights
     assert g["source"] == "probe" and g["probe_eval_samples"] == 400 and g["probe_fit_samples"] == 1600
     rows = read_metrics(run / "metrics.csv")
     assert float(rows[0]["train_loss_g1"]) > 0 and float(rows[0]["jp_top1"]) > 0
+
+
+def _benchmark() -> object:
+    spec = importlib.util.spec_from_file_location("probe_groups", REPO / "benchmarks" / "probe_groups.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_probe_groups_benchmark_compares_with_the_runs_own_groups(cifar100_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "base"
+    args = ["train", "--config", str(MINI), f"data.root={cifar100_dir}", f"run_dir={run}", "ssal.branches=[]"]
+    assert main([*args, "trainer.epochs=1", "schedule.name=constant"]) == 0
+    assert main(["confusion", str(run)]) == 0
+    bench = _benchmark()
+    table = bench.run([str(run), "--k", "10", "--out", str(tmp_path / "t.md")])
+    rows = [r for r in table.splitlines() if r.startswith("| ") and "groups from" not in r]
+    assert [r.split("|")[1].strip() for r in rows] == ["linear probe (frozen f)", "f's own confusion (two-stage)",
+                                                       "random"]  # fmt: skip
+    assert rows[1].split("|")[3].strip() == "1.000"  # the confusion groups against themselves
+    assert (tmp_path / "t.md").read_text() == table
+    a = random_grouping(12, 3, 0)
+    b = type(a)(tuple(a.assignment[::-1]), 3)
+    assert bench.adjusted_rand(a, a) == pytest.approx(1.0)
+    relabel = type(a)(tuple((g + 1) % 3 for g in a.assignment), 3)
+    assert bench.adjusted_rand(a, relabel) == pytest.approx(1.0) and bench.adjusted_rand(a, b) < 1.0
+    assert bench.same_superclass_share(a, list(a.assignment)) == 100.0

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 #: Ridge strengths tried, as fractions of the mean eigenvalue of the centred feature Gram matrix (strongest first:
 #: ties go to the smoother probe).
-ALPHAS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
+ALPHAS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 #: Without a validation split apart from the test split, every HOLDOUT_EVERY-th training sample evaluates the probe.
 HOLDOUT_EVERY = 10
 
