@@ -246,10 +246,11 @@ def run_probe(trainer: Any, pl_module: Any) -> tuple[np.ndarray, float, dict[str
     passed = float(reduce(torch.tensor([float(seen)], dtype=torch.float64, device=dev)).item())
     flops = forward_flops_per_sample(model) * passed + res.flops
     where = "held-out training samples" if holdout else "the validation split"
-    log.info(
-        "linear probe on %d frozen features of %d training samples: top-1 %.2f%% on %d samples of %s (alpha %g)",
-        res.dim, res.fit_samples, res.top1, res.eval_samples, where, res.alpha,
-    )  # fmt: skip
+    if trainer.is_global_zero:
+        log.info(
+            "linear probe on %d frozen features of %d training samples: top-1 %.2f%% on %d samples of %s (alpha %g)",
+            res.dim, res.fit_samples, res.top1, res.eval_samples, where, res.alpha,
+        )  # fmt: skip
     info = {
         "probe_top1": round(res.top1, 2),
         "probe_alpha": res.alpha,
