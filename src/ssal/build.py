@@ -207,7 +207,7 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
         out = [load_shipped(str(s.groupings)) for _ in branches]
     elif s.groupings == "random" or placeholder:
         out = [random_grouping(C, int(b["k"]), s.grouping_seed + i, names) for i, b in enumerate(branches)]
-    elif s.groupings in ("online", "weights"):  # placeholders with the right k; made during training (ssal.online)
+    elif s.groupings in ("online", "weights", "probe"):  # placeholders with the right k; made in training (ssal.online)
         out = [
             Grouping(tuple(c % int(b["k"]) for c in range(C)), int(b["k"]), source="online:pending", class_names=names)
             for b in branches

@@ -86,7 +86,7 @@ class SSALConfig:
     """Branches, their groupings, the loss weights (paper Eq. 3) and eta of the joint prediction (Sec. 3.4)."""
 
     branches: str | list[dict[str, Any]] = field(default_factory=list)  # [] (baseline) | paper | [{at, k, head}]
-    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | online | weights | JSON files
+    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | online | weights | probe | files
     group_epoch: float = 1.0  # online / weights: epochs of main-only training before the groups are made
     regroup_every: float = 0.0  # online / weights: remake the groups every N epochs after group_epoch (0: never)
     confusion: str | None = None  # C x C .npy (ssal confusion RUN_DIR); ssal pipeline fills it in
@@ -272,7 +272,7 @@ def validate(cfg: Config) -> Config:
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
     from .grouping import shipped_groupings
 
-    choices = ("random", "superclasses", "confusion", "online", "weights", *shipped_groupings())
+    choices = ("random", "superclasses", "confusion", "online", "weights", "probe", *shipped_groupings())
     _need(
         isinstance(s.groupings, list) or s.groupings in choices,
         "ssal.groupings",
@@ -305,6 +305,9 @@ def validate(cfg: Config) -> Config:
         "model.pretrained",
         f"{m.name} has no downloadable weights; set model.pretrained=PATH (a state_dict or an ssal checkpoint)",
     )
+    probe = "probe needs model.pretrained (a probe on untrained features says little); from scratch use online"
+    _need(s.groupings != "probe" or bool(m.pretrained), "ssal.groupings", probe)
+    _need(s.groupings != "probe" or s.regroup_every == 0, "ssal.regroup_every", "the probe's groups are made once")
     _need(sc.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}, got {sc.name!r}")
     _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
     _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
