@@ -13,7 +13,8 @@ run one training step on a batch of 2 random images and check:
 
     python benchmarks/zoo_sweep.py [--timm] [--pattern 'torchvision:*'] [--out docs/zoo_sweep.md]
 
-Writes a markdown table (one row per model) and exits 1 if any model fails.
+Writes a markdown table (one row per model; with --out, rows already there are kept, so a stopped sweep resumes) and
+exits 1 if any model fails.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 import ssal
+from ssal.io import atomic_write_text
 from ssal.models import create_model
 from ssal.models.describe import AttachPoint, attach_points, model_names
 
@@ -120,8 +122,17 @@ def main() -> int:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     names = [n for ns in model_names().values() for n in ns if fnmatch.fnmatch(n, a.pattern)]
     names += TIMM_FAMILIES if a.timm else []
+    done = {}
+    if a.out and a.out.is_file():  # resume: keep the rows of models already checked
+        for line in a.out.read_text().splitlines():
+            if line.startswith("| `"):
+                done[line.split("`")[1]] = line
     rows, failed = [], []
     for name in names:
+        if name in done:
+            rows.append(done[name])
+            failed += [name] if "FAILED" in done[name] else []
+            continue
         try:
             r = check(name, a.input_size)
             rows.append(f"| `{name}` | {r['at']} | {tuple(r['shape'])} | {r['layout']} | {r['size']} | "
@@ -132,6 +143,8 @@ def main() -> int:
             rows.append(f"| `{name}` | | | | | | **FAILED**: {msg} |")
             traceback.print_exc()
         print(rows[-1], flush=True)
+        if a.out:
+            atomic_write_text(a.out, "\n".join(rows) + "\n")  # progress, replaced by the full table at the end
     head = [
         f"Models checked: {len(names)}, failed: {len(failed)}. {date.today().isoformat()}, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, fp32, command: "
@@ -142,7 +155,7 @@ def main() -> int:
     ]
     text = "\n".join(head + rows) + "\n"
     if a.out:
-        a.out.write_text(text)
+        atomic_write_text(a.out, text)
     print(text)
     return 1 if failed else 0
 
