@@ -183,14 +183,12 @@ def branch_configs(cfg: Config, num_classes: int | None = None) -> list[dict[str
 
 
 def _load_confusion(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise SSALError(f"confusion matrix not found: {p} (make one with `ssal confusion RUN_DIR`)")
+    from .grouping import load_confusion
+
     try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:  # numpy's text for a non-.npy file suggests loading unsafely
-        what = "not a NumPy .npy array file" if "pickle" in str(e) else str(e).splitlines()[0]
-        raise SSALError(f"cannot read confusion matrix {p}: {what} (make one with `ssal confusion RUN_DIR`)") from None
+        return load_confusion(path, npy_only=True)
+    except SSALError as e:
+        raise SSALError(f"{e} (make one with `ssal confusion RUN_DIR`)") from None
 
 
 def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
@@ -361,6 +359,7 @@ def make_loader(
             seed=cfg.seed,
             **sizes,
             class_names=data.class_names,
+            skip_broken=d.skip_broken,
         )
         return out[0] if isinstance(out, tuple) else out
     from .data import DeviceLoader

@@ -589,12 +589,11 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
-    if data.is_folder and not dry_run:  # a broken image is named now, not found in the middle of an epoch
+    if data.is_folder and not dry_run:  # a broken image is named now (or skipped), not found in the middle of an epoch
         from .data.folder import check_images
 
-        for split in ("train", "val", "test"):
-            if (Path(cfg.data.root) / split).is_dir():
-                check_images(Path(cfg.data.root) / split)
+        splits = [Path(cfg.data.root) / s for s in ("train", "val", "test") if (Path(cfg.data.root) / s).is_dir()]
+        check_images(splits, skip=cfg.data.skip_broken)
     online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
     if ckpt is not None and not online:
         _saved_groupings(cfg, paths)

@@ -122,17 +122,12 @@ def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
 
 def load_image(path: str | os.PathLike, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
     """Read one PNG/JPEG file and apply ``transform``; an unreadable file raises ``SSALError`` naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from .data.folder import open_image
 
     path = Path(path)
     if not path.is_file():
         raise SSALError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return transform(img)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise SSALError(f"{path}: cannot read image ({str(e).splitlines()[0][:120]})") from None
+    return transform(open_image(path))
 
 
 def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SSALError
-from ..grouping import CRITERIA, Grouping, group_from_confusion, group_from_superclasses, random_grouping
+from ..grouping import (
+    CRITERIA,
+    Grouping,
+    group_from_confusion,
+    group_from_superclasses,
+    load_confusion,
+    random_grouping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_matrix(path: Path) -> np.ndarray:
     """Read a confusion matrix from .npy (no pickle) or a text/CSV file."""
-    if not path.is_file():
-        raise SSALError(f"confusion matrix not found: {path}")
-    try:
-        if path.suffix == ".npy":  # memory-mapped: the grouping reads it tile by tile (C = 10,000 is 800 MB)
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
-    except (ValueError, OSError, EOFError) as e:
-        raise SSALError(f"cannot read confusion matrix {path}: {e}") from None
+    return load_confusion(path)
 
 
 def load_class_names(path: Path | None) -> list[str] | None:
