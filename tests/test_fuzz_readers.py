@@ -331,7 +331,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _set(d: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for k in path[:-1]:
-        d = d[k]
+        d = d[k] if isinstance(d, dict) else None
+    if not isinstance(d, dict):
+        return
     if value is _DELETE:
         d.pop(path[-1], None)
     else:

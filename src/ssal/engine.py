@@ -35,6 +35,7 @@ from .loss import SSALLoss
 from .prediction import SSALMetrics
 from .runs import (
     RunPaths,
+    check_resumable,
     copy_atomic,
     load_checkpoint,
     read_metrics,
@@ -517,7 +518,7 @@ def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
     """The checkpoint to resume from (or None); refuses to overwrite a trained run without ``--resume``."""
     if resume:
         if paths.last.is_file():
-            load_checkpoint(paths.last)  # a corrupt file fails here with one clear line
+            check_resumable(load_checkpoint(paths.last), paths.last)  # a corrupt file fails here with one clear line
             return paths.last
         log.warning("no checkpoint in %s: starting from scratch", paths.checkpoints)
         return None

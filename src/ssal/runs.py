@@ -43,6 +43,7 @@ __all__ = [
     "RunInfo",
     "RunPaths",
     "check_finite",
+    "check_resumable",
     "checkpoint_metadata",
     "copy_atomic",
     "load_checkpoint",
@@ -168,6 +169,23 @@ def checkpoint_metadata(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[s
     if not _is_int(done) or done < 0:
         raise bad("epochs_done", "an integer >= 0")
     return meta
+
+
+#: What Lightning needs in a checkpoint to continue a run (the rest of the training state is optional).
+TRAINING_STATE = ("pytorch-lightning_version", "epoch", "global_step", "loops", "optimizer_states", "lr_schedulers")
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """``SSALError`` unless a loaded checkpoint holds the training state ``--resume`` continues from."""
+    checkpoint_metadata(ckpt, path)
+    missing = [k for k in TRAINING_STATE if k not in ckpt]
+    if missing:
+        raise SSALError(
+            f"{path} holds no training state ({', '.join(missing)} missing; a weights-only or exported file?); "
+            "it cannot be resumed: train into a new run_dir"
+        )
+    if not all(isinstance(ckpt[k], list) for k in ("optimizer_states", "lr_schedulers")) or not _is_int(ckpt["epoch"]):
+        raise SSALError(f"{path}: its training state is damaged; it cannot be resumed: train into a new run_dir")
 
 
 def _kind(t: torch.Tensor) -> str:
