@@ -245,6 +245,44 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda ws: [_no_training_state(ws), *TRAIN, "run_dir=run", "--resume"][1:],
         "no training state",
     ),
+    (
+        "group-seed-negative",
+        lambda ws: ["group", "--random", "10", "--k", "2", "--seed", "-1", "--out", "g.json"],
+        "--seed",
+    ),
+    ("group-random-too-few", lambda ws: ["group", "--random", "-5", "--k", "2", "--out", "g.json"], "--random takes"),
+    (
+        "group-class-names-not-utf8",
+        lambda ws: (
+            [(ws / "n.txt").write_bytes(b"\xff\xfe"), "group", "--random", "10", "--k", "2"][1:]
+            + ["--class-names", "n.txt", "--out", "g.json"]
+        ),
+        "cannot read class names file n.txt",
+    ),
+    (
+        "group-superclasses-not-ints",
+        lambda ws: (
+            [(ws / "m.json").write_text('{"fine_to_coarse": ["a", 1]}'), "group", "--from-superclasses"][1:]
+            + ["m.json", "--out", "g.json"]
+        ),
+        "'fine_to_coarse' must be a list of integers",
+    ),
+    (
+        "evaluate-metrics-not-utf8",
+        lambda ws: [(ws / "run" / "metrics.csv").write_bytes(b"epoch\n\xff\xfe\n"), "evaluate", "run"][1:],
+        "metrics.csv is damaged",
+    ),
+    (
+        "resume-metrics-bad-epoch",
+        lambda ws: [
+            (ws / "run" / "metrics.csv").write_text("epoch,x\none,1\n"),
+            *TRAIN,
+            "trainer.epochs=3",
+            "run_dir=run",
+            "--resume",
+        ][1:],
+        "an epoch that is not a number",
+    ),
     ("predict-image-too-large", lambda ws: ["predict", "run", _huge_png(ws)], "huge.png: too large"),
     ("seed-too-large", lambda ws: [*TRAIN, "seed=99999999999999999999", "--dry-run"], "config key seed"),
     ("threads-too-many", lambda ws: [*TRAIN, "trainer.threads=99999999999", "--dry-run"], "config key trainer.threads"),

@@ -351,6 +351,13 @@ def test_tinyimagenet_official_layout(tmp_path: Path) -> None:
     (tmp_path / "tiny-imagenet-200" / "val" / "images" / "val_1.JPEG").write_bytes(b"not a jpeg")
     with pytest.raises(SSALError, match="val_1.JPEG"):
         load_arrays("tinyimagenet", tmp_path, "test")
+    cache = tmp_path / "cache" / "tinyimagenet_train.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # a damaged cache is named, not used
+    with pytest.raises(SSALError, match="tinyimagenet_train.npz: corrupt or unreadable"):
+        load_arrays("tinyimagenet", tmp_path, "train", cache_dir=tmp_path / "cache")
+    np.savez(cache, images=np.zeros((2, 64, 64), np.uint8), labels=np.zeros(2, np.int64))
+    with pytest.raises(SSALError, match="not a Tiny ImageNet cache"):
+        load_arrays("tinyimagenet", tmp_path, "train", cache_dir=tmp_path / "cache")
 
 
 def test_build_folder_loader(tmp_path: Path) -> None:

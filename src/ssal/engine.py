@@ -519,6 +519,7 @@ def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
     if resume:
         if paths.last.is_file():
             check_resumable(load_checkpoint(paths.last), paths.last)  # a corrupt file fails here with one clear line
+            read_metrics(paths.metrics, epochs=True)
             return paths.last
         log.warning("no checkpoint in %s: starting from scratch", paths.checkpoints)
         return None

@@ -240,13 +240,19 @@ def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 # --- metrics.csv -------------------------------------------------------------------------------------
-def read_metrics(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a metrics.csv (empty if it does not exist)."""
+def read_metrics(path: str | os.PathLike, epochs: bool = False) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (empty if it does not exist); with ``epochs``, every row must have a numeric epoch."""
     path = Path(path)
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SSALError(f"{path} is damaged ({_first_line(e)[:100]}); restore or delete it") from None
+    if epochs and not all(str(r.get("epoch")).isdigit() for r in rows):
+        raise SSALError(f"{path} is damaged (an epoch that is not a number); restore or delete it")
+    return rows
 
 
 def write_metrics(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:

@@ -103,8 +103,12 @@ def load_tinyimagenet(root: Path, split: str, cache_dir: Path | None = None) -> 
     index = {w: i for i, w in enumerate(wnids)}
     cache = Path(cache_dir) / f"tinyimagenet_{split}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
+        from .sources import _read_npz
+
+        arrays = _read_npz(cache, ("images", "labels"))
+        images, labels = arrays["images"], arrays["labels"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or labels.dtype != np.int64:
+            raise SSALError(f"{cache}: not a Tiny ImageNet cache (images uint8 (N, H, W, 3), labels int64); delete it")
     else:
         files = _file_list(root, split, index)
         if not files:
