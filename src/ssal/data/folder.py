@@ -139,39 +139,32 @@ def _image_folder(
     return ds
 
 
-#: Per-file verdicts of ``_image_problem`` keyed by (path, size, mtime): a split is checked once per process, and
-#: the loaders of its parts reuse the verdicts.
-_VERDICTS: dict[tuple[str, int, int], str | None] = {}
+#: What the last check of each folder found: (unreadable files with their problems, number of image files).
+_CHECKED: dict[str, tuple[list[tuple[str, str]], int]] = {}
 #: Broken files a warning has already named (``skip=True`` warns about each file once).
 _WARNED: set[str] = set()
 
 
 def check_images(
-    folders: str | os.PathLike | Sequence[str | os.PathLike], limit: int = 5, skip: bool = False
+    folders: str | os.PathLike | Sequence[str | os.PathLike], limit: int = 5, skip: bool = False, reuse: bool = False
 ) -> list[str]:
     """Find unreadable images under ``folders`` before they are used: zero-byte files, files that are not images or
     whose header is corrupt, truncated files and images too large to decode.
 
     ``SSALError`` names them; with ``skip`` one warning line gives their count and the first ``limit`` of them
-    instead, and their paths are returned (for the loader to leave out). Cheap enough for ImageNet: each JPEG's or
-    PNG's header is parsed and its last bytes read; only a file whose end marker is missing is decoded in full.
+    instead, and their paths are returned (for the loader to leave out). ``reuse`` takes a folder's result from its
+    last check in this process. Cheap enough for ImageNet: each JPEG's or PNG's header is parsed and its last bytes
+    read; only a file whose end marker is missing is decoded in full.
     """
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
     bad: list[tuple[str, str]] = []
     count = 0
     for folder in folders:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if not name.lower().endswith(IMG_EXTENSIONS):
-                    continue
-                count += 1
-                path = os.path.join(root, name)
-                problem = _cached_problem(path)
-                if problem:
-                    bad.append((path, problem))
+        key = os.path.abspath(folder)
+        if not reuse or key not in _CHECKED:
+            _CHECKED[key] = _scan(folder)
+        bad += _CHECKED[key][0]
+        count += _CHECKED[key][1]
     where = ", ".join(str(f) for f in folders)
     named = [f"{path} ({problem})" for path, problem in bad]
     more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
@@ -193,16 +186,22 @@ def check_images(
     return [path for path, _ in bad]
 
 
-def _cached_problem(path: str) -> str | None:
-    """``_image_problem(path)``, remembered while the file keeps its size and modification time."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        return _first_line(e)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _VERDICTS:
-        _VERDICTS[key] = _image_problem(path)
-    return _VERDICTS[key]
+def _scan(folder: str | os.PathLike) -> tuple[list[tuple[str, str]], int]:
+    """(path, problem) of every unreadable image file under ``folder``, and the number of image files."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    bad: list[tuple[str, str]] = []
+    count = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.lower().endswith(IMG_EXTENSIONS):
+                count += 1
+                path = os.path.join(root, name)
+                problem = _image_problem(path)
+                if problem:
+                    bad.append((path, problem))
+    return bad, count
 
 
 def _image_problem(path: str) -> str | None:
@@ -269,7 +268,8 @@ def build_folder_loader(
     split = split if isinstance(split, FolderSplit) else FolderSplit(split)
     folder = _image_folder(Path(root).expanduser() / split.folder, train, image_size, resize, class_names)
     if skip_broken:  # before a stratified split, which then divides the readable images
-        broken = {os.path.normpath(p) for p in check_images(Path(root).expanduser() / split.folder, skip=True)}
+        found = check_images(Path(root).expanduser() / split.folder, skip=True, reuse=True)
+        broken = {os.path.normpath(p) for p in found}
         folder.samples = [s for s in folder.samples if os.path.normpath(s[0]) not in broken]
         folder.imgs, folder.targets = folder.samples, [s[1] for s in folder.samples]
     dataset = folder
