@@ -76,6 +76,37 @@ def _grouping_k5(ws: Path) -> list[str]:
     return [*TRAIN, "ssal.groupings=[g5.json, g5b.json]", "run_dir=out"]
 
 
+def _meta(key: str, value: object) -> Callable[[dict], None]:
+    def edit(ckpt: dict) -> None:
+        ckpt["ssal"][key] = value
+
+    return edit
+
+
+def _int_weights(ckpt: dict) -> None:
+    key = next(k for k, v in ckpt["state_dict"].items() if k.startswith("model.") and v.is_floating_point())
+    ckpt["state_dict"][key] = ckpt["state_dict"][key].long()
+
+
+def _no_training_state(ws: Path) -> None:
+    path = ws / "run" / "checkpoints" / "last.ckpt"
+    ckpt = load_checkpoint(path)
+    save_checkpoint({"state_dict": ckpt["state_dict"], "ssal": ckpt["ssal"]}, path)
+
+
+def _huge_png(ws: Path) -> str:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    (ws / "huge.png").write_bytes(png)
+    return "huge.png"
+
+
 def _fifo(ws: Path) -> Path:
     os.mkfifo(ws / "pipe")
     return ws / "pipe"
@@ -171,6 +202,103 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("accelerator-gpu-missing", lambda ws: [*TRAIN, "trainer.accelerator=gpu", "run_dir=out"], "trainer settings"),
     ("device-bad-name", lambda ws: ["evaluate", "run", "--device", "nonsense"], "is not a device"),
     ("device-cuda-missing", lambda ws: ["evaluate", "run", "--device", "cuda:7"], "--device cuda:7"),
+    # readers and options the fuzz pass (tests/test_fuzz_readers.py) found wanting
+    (
+        "group-confusion-random-bytes",
+        lambda ws: (
+            [(ws / "m.npy").write_bytes(b"\x93NUMPY\x01\x00zz"), "group", "--confusion", "m.npy"][1:]
+            + ["--k", "2", "--out", "g.json"]
+        ),
+        "cannot read confusion matrix m.npy",
+    ),
+    (
+        "group-confusion-empty-csv",
+        lambda ws: [(ws / "m.csv").write_text(""), "group", "--confusion", "m.csv", "--k", "2", "--out", "g.json"][1:],
+        "must be square",
+    ),
+    (
+        "groups-json-k-too-large",
+        lambda ws: (
+            [(ws / "g.json").write_text('{"assignment": [0, 1], "k": 99999999999}'), *TRAIN][1:]
+            + ["ssal.groupings=[g.json, g.json]", "run_dir=out"]
+        ),
+        "groups have no class",
+    ),
+    (
+        "evaluate-ckpt-bad-num-classes",
+        lambda ws: [_edit_checkpoint(ws, _meta("num_classes", "ten")), "evaluate", "run"][1:],
+        "num_classes must be an integer",
+    ),
+    (
+        "evaluate-ckpt-bad-class-names",
+        lambda ws: [_edit_checkpoint(ws, _meta("class_names", [1, 2])), "evaluate", "run"][1:],
+        "class_names must be null or a list of 10 strings",
+    ),
+    (
+        "evaluate-ckpt-tensor-in-config",
+        lambda ws: [_edit_checkpoint(ws, _meta("config", {"seed": torch.zeros(0)})), "evaluate", "run"][1:],
+        "config key seed",
+    ),
+    ("evaluate-ckpt-int-weights", lambda ws: [_edit_checkpoint(ws, _int_weights), "evaluate", "run"][1:], "int64"),
+    (
+        "resume-no-training-state",
+        lambda ws: [_no_training_state(ws), *TRAIN, "run_dir=run", "--resume"][1:],
+        "no training state",
+    ),
+    (
+        "group-seed-negative",
+        lambda ws: ["group", "--random", "10", "--k", "2", "--seed", "-1", "--out", "g.json"],
+        "--seed",
+    ),
+    ("group-random-too-few", lambda ws: ["group", "--random", "-5", "--k", "2", "--out", "g.json"], "--random takes"),
+    (
+        "group-class-names-not-utf8",
+        lambda ws: (
+            [(ws / "n.txt").write_bytes(b"\xff\xfe"), "group", "--random", "10", "--k", "2"][1:]
+            + ["--class-names", "n.txt", "--out", "g.json"]
+        ),
+        "cannot read class names file n.txt",
+    ),
+    (
+        "group-superclasses-not-ints",
+        lambda ws: (
+            [(ws / "m.json").write_text('{"fine_to_coarse": ["a", 1]}'), "group", "--from-superclasses"][1:]
+            + ["m.json", "--out", "g.json"]
+        ),
+        "'fine_to_coarse' must be a list of integers",
+    ),
+    (
+        "evaluate-metrics-not-utf8",
+        lambda ws: [(ws / "run" / "metrics.csv").write_bytes(b"epoch\n\xff\xfe\n"), "evaluate", "run"][1:],
+        "metrics.csv is damaged",
+    ),
+    (
+        "resume-metrics-bad-epoch",
+        lambda ws: [
+            (ws / "run" / "metrics.csv").write_text("epoch,x\none,1\n"),
+            *TRAIN,
+            "trainer.epochs=3",
+            "run_dir=run",
+            "--resume",
+        ][1:],
+        "an epoch that is not a number",
+    ),
+    ("predict-image-too-large", lambda ws: ["predict", "run", _huge_png(ws)], "huge.png: too large"),
+    ("seed-too-large", lambda ws: [*TRAIN, "seed=99999999999999999999", "--dry-run"], "config key seed"),
+    ("threads-too-many", lambda ws: [*TRAIN, "trainer.threads=99999999999", "--dry-run"], "config key trainer.threads"),
+    (
+        "input-size-too-large",
+        lambda ws: [*TRAIN, "model.input_size=100000", "--dry-run"],
+        "config key model.input_size",
+    ),
+    ("size-margin-nan", lambda ws: [*TRAIN, "ssal.size_margin=.nan", "--dry-run"], "config key ssal.size_margin"),
+    ("gamma-negative", lambda ws: [*TRAIN, "schedule.gamma=-1", "--dry-run"], "config key schedule.gamma"),
+    ("model-option-negative", lambda ws: [*TRAIN, "model.options={width: -1}", "--dry-run"], "options {'width': -1}"),
+    (
+        "pretrained-not-torch",
+        lambda ws: [*TRAIN, f"model.pretrained={DEMO}", "--dry-run"],
+        "not a file written by torch.save",
+    ),
 ]
 
 

@@ -90,3 +90,58 @@ def test_loader_refuses_a_class_folder_train_does_not_have(tmp_path: Path) -> No
     write_tree(tmp_path, {"val": "abd"})
     with pytest.raises(SSALError, match="class folder.s. d that train/ does not have"):
         build_folder_loader(tmp_path, "val", 2, train=False, workers=0, class_names=["a", "b", "c"])
+
+
+def _break(root: Path) -> list[str]:
+    """Damage three images of ``root`` (train/a/0 empty, train/c/1 text, val/b/2 cut); their paths."""
+    good = (root / "train" / "a" / "1.png").read_bytes()
+    (root / "train" / "a" / "0.png").write_bytes(b"")
+    (root / "train" / "c" / "1.png").write_text("not a picture")
+    (root / "val" / "b" / "2.png").write_bytes(good[: len(good) // 2])
+    return [str(root / p) for p in ("train/a/0.png", "train/c/1.png", "val/b/2.png")]
+
+
+def _samples(loader) -> list[tuple[str, int]]:
+    ds = loader.dataset
+    folder = ds.dataset if hasattr(ds, "indices") else ds
+    idx = ds.indices if hasattr(ds, "indices") else range(len(folder))
+    return [(Path(folder.samples[i][0]).parent.name, folder.samples[i][1]) for i in idx]
+
+
+def test_skip_broken_leaves_out_unreadable_images_and_keeps_the_labels(tmp_path: Path, caplog) -> None:
+    write_tree(tmp_path, {"train": "abc", "val": "abc"})
+    broken = _break(tmp_path)
+    with pytest.raises(SSALError, match="3 of 18 images .* data.skip_broken=true"):
+        check_images([tmp_path / "train", tmp_path / "val"])
+    assert check_images([tmp_path / "train", tmp_path / "val"], skip=True) == broken
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("skipping 3 of 18 images under ")
+    assert all(p in warnings[0] for p in broken) and "\n" not in warnings[0]
+
+    names = ["a", "b", "c"]
+    kw = {"workers": 0, "image_size": 8, "resize": 8, "class_names": names, "skip_broken": True}
+    train = build_folder_loader(tmp_path, "train", 1, train=False, **kw)
+    val = build_folder_loader(tmp_path, "val", 1, train=False, **kw)
+    assert len(train.dataset) == 7 and len(val.dataset) == 8
+    for loader in (train, val):  # every remaining image keeps the label of its class folder
+        assert all(label == names.index(c) for c, label in _samples(loader))
+        assert sorted(int(y) for _, y in loader) == sorted(label for _, label in _samples(loader))
+    assert _labels(train) == [0, 0, 1, 1, 1, 2, 2] and _labels(val) == [0, 0, 0, 1, 1, 2, 2, 2]
+
+
+def test_skip_broken_trains_and_evaluates_without_the_broken_files(tmp_path: Path, monkeypatch, capsys, caplog) -> None:
+    from ssal.cli import main
+
+    write_tree(tmp_path / "data", {"train": "abc", "val": "abc"}, n=4)
+    _break(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "data.name=folder", "data.root=data"]
+    argv += ["data.workers=0", "data.batch_size=4", "ssal.branches=[]", "trainer.epochs=1", "schedule.name=constant"]
+    argv += ["data.val_fraction=0.25", "model.input_size=16", "run_dir=out"]
+    assert main(argv) == 2
+    assert "data.skip_broken=true" in capsys.readouterr().err
+    caplog.clear()
+    assert main([*argv, "data.skip_broken=true"]) == 0
+    assert sum("skipping 3 of 24 images" in r.getMessage() for r in caplog.records) == 1
+    assert main(["evaluate", "out"]) == 0
+    assert "11 images" in capsys.readouterr().out  # val/ (the test split) without its broken file

@@ -146,6 +146,13 @@ def branch_configs(cfg: Config, num_classes: int | None = None) -> list[dict[str
     return [check_branch(i, b, need_k=True) for i, b in enumerate(cfg.ssal.branches)]
 
 
+def _load_confusion(path: str) -> Any:
+    try:
+        return load_confusion(path, npy_only=True)
+    except SSALError as e:
+        raise SSALError(f"{e} (make one with `ssal confusion RUN_DIR`)") from None
+
+
 def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
     """One ``Grouping`` per branch, from ``ssal.groupings`` (random, superclasses, confusion or JSON files)."""
     branches = branch_configs(cfg, data.num_classes)
@@ -175,7 +182,7 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
                 "ssal.groupings=confusion needs ssal.confusion=PATH (a C x C .npy from `ssal confusion RUN_DIR`); "
                 "or set ssal.groupings to random, superclasses or a list of grouping JSON files"
             )
-        conf = load_confusion(str(s.confusion))
+        conf = _load_confusion(str(s.confusion))
         src = f"confusion:{Path(str(s.confusion)).name}"
         out = [
             group_from_confusion(conf, int(b["k"]), s.criterion, s.grouping_seed, s.refine, s.size_margin, names, src)
@@ -296,6 +303,7 @@ def make_loader(
             seed=cfg.seed,
             **sizes,
             class_names=data.class_names,
+            skip_broken=d.skip_broken,
         )
         return out[0] if isinstance(out, tuple) else out
     return DeviceLoader(

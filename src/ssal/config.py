@@ -68,6 +68,7 @@ class DataConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     workers: int = 4  # DataLoader workers (folder data only)
+    skip_broken: bool = False  # folder data: leave out unreadable images (one warning) instead of stopping
     num_classes: int | None = None  # only needed for a dry run of a folder data set that is not present
 
 
@@ -201,9 +202,23 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is made of YAML's plain types only (null, bool, int, float, str, lists, string-keyed maps),
+    nested at most 20 deep (a YAML alias can make a list that contains itself)."""
+    if isinstance(value, (list, dict)) and depth > 20:
+        return False
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def _check(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` (int -> float only), or raise SSALError naming ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if not _plain(value):
+        raise SSALError(f"config key {key}: expected {_type_name(tp)}, got a {type(value).__name__} (not plain YAML)")
     if tp is Any:
         return value
     if origin in (types.UnionType, typing.Union):
@@ -279,6 +294,8 @@ def validate(cfg: Config) -> Config:
         e0 = s.group_epoch
         _need(0.0 <= e0 < t.epochs, "ssal.group_epoch", f"must be in [0, trainer.epochs), got {e0}")
         _need(s.regroup_every >= 0, "ssal.regroup_every", f"must be >= 0 (0: never), got {s.regroup_every}")
+    sm = s.size_margin
+    _need(sm is None or 1 <= sm < math.inf, "ssal.size_margin", f"must be null or a finite number >= 1, got {sm}")
     _need(s.criterion in CRITERIA, "ssal.criterion", f"must be join or split, got {s.criterion!r}")
     try:  # the count per branch is checked when the model is built (``branches: paper`` fixes it there)
         validate_eta(s.eta, len(s.eta) if isinstance(s.eta, list) else 1)
@@ -295,10 +312,12 @@ def validate(cfg: Config) -> Config:
     fz = o.freeze_backbone_epochs
     _need(0.0 <= fz < t.epochs, "optim.freeze_backbone_epochs", f"must be in [0, epochs), got {fz}")
     m = cfg.model
-    _need(m.input_size is None or m.input_size >= 8, "model.input_size", f"must be >= 8 pixels, got {m.input_size}")
+    size = m.input_size
+    _need(size is None or 8 <= size <= 2048, "model.input_size", f"must be 8 to 2048 pixels, got {size}")
     _need((m.mean is None) == (m.std is None), "model.mean", "give model.mean and model.std together, or neither")
     _need(m.mean is None or len(m.mean) == len(m.std or []) == 3, "model.mean", "mean and std need 3 values each")
-    _need(m.std is None or all(v > 0 for v in m.std), "model.std", f"must be > 0, got {m.std}")
+    _need(m.mean is None or all(math.isfinite(v) for v in m.mean), "model.mean", f"must be finite, got {m.mean}")
+    _need(m.std is None or all(0 < v < math.inf for v in m.std), "model.std", f"must be finite, > 0, got {m.std}")
     _need(
         m.pretrained is not True or ":" in m.name,
         "model.pretrained",
@@ -307,6 +326,9 @@ def validate(cfg: Config) -> Config:
     probe = "probe needs model.pretrained (a probe on untrained features says little); from scratch use online"
     _need(s.groupings != "probe" or bool(m.pretrained), "ssal.groupings", probe)
     _need(s.groupings != "probe" or s.regroup_every == 0, "ssal.regroup_every", "the probe's groups are made once")
+    _need(sc.gamma > 0 and math.isfinite(sc.gamma), "schedule.gamma", f"must be a finite number > 0, got {sc.gamma}")
+    ms = sc.milestones
+    _need(all(math.isfinite(v) and v >= 0 for v in ms), "schedule.milestones", f"must be epochs >= 0, got {ms}")
     _need(sc.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}, got {sc.name!r}")
     _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
     _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
@@ -317,7 +339,9 @@ def validate(cfg: Config) -> Config:
     _need(t.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {t.num_nodes}")
     _need(t.val_every >= 1, "trainer.val_every", f"must be >= 1, got {t.val_every}")
     _need(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", f"must be >= 1, got {t.log_every_n_steps}")
-    _need(t.threads >= 0, "trainer.threads", f"must be >= 0 (0: torch's default), got {t.threads}")
+    _need(0 <= t.threads <= 4096, "trainer.threads", f"must be 0 (torch's default) to 4096, got {t.threads}")
+    for key, seed in (("seed", cfg.seed), ("data.split_seed", d.split_seed), ("ssal.grouping_seed", s.grouping_seed)):
+        _need(0 <= seed < 2**32, key, f"must be in [0, 2**32), got {seed}")
     _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
     _need(cfg.pipeline.baseline_epochs is None or cfg.pipeline.baseline_epochs >= 1, "pipeline.baseline_epochs", ">=1")
     return cfg

@@ -35,6 +35,7 @@ from .loss import SSALLoss
 from .prediction import SSALMetrics
 from .runs import (
     RunPaths,
+    check_resumable,
     copy_atomic,
     load_checkpoint,
     read_metrics,
@@ -517,7 +518,8 @@ def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
     """The checkpoint to resume from (or None); refuses to overwrite a trained run without ``--resume``."""
     if resume:
         if paths.last.is_file():
-            load_checkpoint(paths.last)  # a corrupt file fails here with one clear line
+            check_resumable(load_checkpoint(paths.last), paths.last)  # a corrupt file fails here with one clear line
+            read_metrics(paths.metrics, epochs=True)
             return paths.last
         log.warning("no checkpoint in %s: starting from scratch", paths.checkpoints)
         return None
@@ -589,12 +591,11 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
-    if data.is_folder and not dry_run:  # a broken image is named now, not found in the middle of an epoch
+    if data.is_folder and not dry_run:  # a broken image is named now (or skipped), not found in the middle of an epoch
         from .data.folder import check_images
 
-        for split in ("train", "val", "test"):
-            if (Path(cfg.data.root) / split).is_dir():
-                check_images(Path(cfg.data.root) / split)
+        splits = [Path(cfg.data.root) / s for s in ("train", "val", "test") if (Path(cfg.data.root) / s).is_dir()]
+        check_images(splits, skip=cfg.data.skip_broken)
     online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
     if ckpt is not None and not online:
         _saved_groupings(cfg, paths)

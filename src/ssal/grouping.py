@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class Grouping:
         bad = [g for g in a if not 0 <= g < k]
         if bad:
             raise SSALError(f"group ids must lie in [0, {k}), found {bad[0]}")
+        if k > len(a):
+            raise SSALError(f"k={k} groups for {len(a)} classes: {k - len(a)} or more groups have no class")
         empty = sorted(set(range(k)) - set(a))
         if empty:
             raise SSALError(f"groups {empty[:5]} of k={k} have no class")
@@ -141,10 +144,16 @@ class Grouping:
         if not a:
             raise SSALError(f"{where}: 'assignment' is empty")
         k = d.get("k", max(a) + 1)
-        if not isinstance(k, int):
+        if not isinstance(k, int) or isinstance(k, bool):
             raise SSALError(f"{where}: 'k' must be an integer")
         if "num_classes" in d and d["num_classes"] != len(a):
             raise SSALError(f"{where}: num_classes={d['num_classes']} but assignment has {len(a)} entries")
+        names = d.get("class_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise SSALError(f"{where}: 'class_names' must be a list of strings")
+        for key, types in (("criterion", str), ("source", str), ("seed", int)):
+            if d.get(key) is not None and (not isinstance(d[key], types) or isinstance(d[key], bool)):
+                raise SSALError(f"{where}: '{key}' must be {'an integer' if types is int else 'a string'} or null")
         known = {"assignment", "k", "num_classes", "criterion", "seed", "source", "class_names"}
         try:
             return cls(
@@ -153,7 +162,7 @@ class Grouping:
                 criterion=d.get("criterion"),
                 seed=d.get("seed"),
                 source=d.get("source") or "json",
-                class_names=tuple(d["class_names"]) if d.get("class_names") else None,
+                class_names=tuple(names) if names else None,
                 extra={key: v for key, v in d.items() if key not in known},
             )
         except SSALError as e:
@@ -255,6 +264,42 @@ def _confusion_row_sums(m: np.ndarray) -> np.ndarray:
     return rows
 
 
+def load_confusion(path: str | os.PathLike, npy_only: bool = False) -> np.ndarray:
+    """Read a C x C confusion matrix from .npy (memory-mapped, no pickle) or a text/CSV file (unless ``npy_only``).
+
+    A missing, unreadable or non-numeric file, or one that is not a square matrix of at least 4 classes, is an
+    ``SSALError`` naming it; the values are checked where the matrix is used (``validate_confusion``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SSALError(f"confusion matrix {path} is a folder, not a file")
+    if not path.is_file():
+        raise SSALError(f"confusion matrix not found: {path}")
+    try:
+        if npy_only or path.suffix.lower() not in (
+            ".csv",
+            ".txt",
+        ):  # memory-mapped: read tile by tile (C = 10,000: 800 MB)
+            m = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            with warnings.catch_warnings():  # an empty file: numpy warns, then the shape check below says so
+                warnings.simplefilter("ignore", UserWarning)
+                sep = "," if path.suffix.lower() == ".csv" else None
+                m = np.loadtxt(path, delimiter=sep, ndmin=2, encoding="utf-8")
+    except Exception as e:  # a damaged header or text: OSError, ValueError, SyntaxError, MemoryError, ...
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "pickle" in text:  # numpy's own text for a non-.npy file or an object array suggests loading unsafely
+            text = "not a NumPy .npy array file of numbers"
+        raise SSALError(f"cannot read confusion matrix {path}: {text[:200]}") from None
+    if not isinstance(m, np.ndarray):
+        raise SSALError(f"cannot read confusion matrix {path}: not a single array")
+    try:
+        _check_confusion_shape(m)
+    except SSALError as e:
+        raise SSALError(f"{path}: {e}") from None
+    return m
+
+
 def validate_confusion(confusion: Any) -> np.ndarray:
     """Check a C x C confusion matrix (counts or rates) and return it as float64."""
     m = np.asarray(confusion)
@@ -322,6 +367,8 @@ def _pick(scores: np.ndarray, rng: np.random.Generator, largest: bool) -> int:
 def _capacities(num_classes: int, k: int, margin: float | None) -> tuple[int, int, int]:
     """(floor size, ceil size, how many groups may reach ceil) for exact balance, or a margin cap."""
     lo, rem = divmod(num_classes, k)
+    if margin is not None and not 1 <= margin < math.inf:
+        raise SSALError(f"size_margin must be a finite number >= 1, got {margin}")
     if margin is not None:
         cap = max(math.ceil(num_classes / k), math.floor(margin * num_classes / k))
         return cap, cap, k
@@ -694,21 +741,6 @@ def within_group_distance(distance: np.ndarray, gamma: Sequence[int]) -> float:
 
 
 # --- sources of groupings ------------------------------------------------------------------------
-def load_confusion(path: str | os.PathLike) -> np.ndarray:
-    """A C x C confusion matrix from .npy (memory-mapped, no pickle) or a text/CSV file; SSALError naming the file."""
-    p = Path(path)
-    hint = "(make one with `ssal confusion RUN_DIR`)"
-    if not p.is_file():
-        raise SSALError(f"confusion matrix not found: {p} {hint}")
-    try:
-        if p.suffix in (".csv", ".txt"):
-            return np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
-        return np.load(p, mmap_mode="r", allow_pickle=False)  # read tile by tile (C = 10,000 is 800 MB)
-    except (ValueError, OSError, EOFError) as e:  # numpy's text for a non-.npy file suggests loading unsafely
-        what = "not a NumPy .npy array file" if "pickle" in str(e) else str(e).splitlines()[0]
-        raise SSALError(f"cannot read confusion matrix {p}: {what} {hint}") from None
-
-
 def group_from_confusion(
     confusion: Any,
     k: int,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -42,6 +43,8 @@ __all__ = [
     "RunInfo",
     "RunPaths",
     "check_finite",
+    "check_resumable",
+    "checkpoint_metadata",
     "copy_atomic",
     "load_checkpoint",
     "load_run",
@@ -127,6 +130,90 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return ckpt
 
 
+def checkpoint_metadata(ckpt: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The checked ``"ssal"`` entry of a loaded checkpoint; ``SSALError`` naming the first field that is wrong.
+
+    ``state_dict`` maps names to tensors; the entry holds ``config`` (a mapping), ``num_classes`` (int >= 2) and
+    optionally ``groupings`` (a list of mappings), ``class_names`` (num_classes strings), ``mean``/``std`` (3 finite
+    numbers, std > 0) and ``epochs_done`` (int >= 0).
+    """
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise SSALError(f"{path}: state_dict must map parameter names to tensors")
+    meta = ckpt.get("ssal")
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise SSALError(f"{path} has no ssal metadata (config, groupings)")
+
+    def bad(key: str, what: str) -> SSALError:
+        return SSALError(f"{path}: ssal metadata {key} must be {what}, got {_short(meta.get(key))}")
+
+    n = meta.get("num_classes")
+    if not _is_int(n) or n < 2:
+        raise bad("num_classes", "an integer >= 2")
+    groupings = meta.get("groupings", [])
+    if not isinstance(groupings, list) or not all(isinstance(g, dict) for g in groupings):
+        raise bad("groupings", "a list of groupings")
+    names = meta.get("class_names")
+    if names is not None and not (
+        isinstance(names, list) and len(names) == n and all(isinstance(c, str) for c in names)
+    ):
+        raise bad("class_names", f"null or a list of {n} strings")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        ok = isinstance(v, list) and len(v) == 3 and all(_is_number(x) and math.isfinite(x) for x in v)
+        if v is not None and not (ok and (key == "mean" or all(x > 0 for x in v))):
+            raise bad(key, "null or 3 finite numbers" + (" > 0" if key == "std" else ""))
+    if not isinstance(meta.get("groupings_pending", False), bool):
+        raise bad("groupings_pending", "true or false")
+    done = meta.get("epochs_done", 0)
+    if not _is_int(done) or done < 0:
+        raise bad("epochs_done", "an integer >= 0")
+    return meta
+
+
+#: What Lightning needs in a checkpoint to continue a run (the rest of the training state is optional).
+TRAINING_STATE = ("pytorch-lightning_version", "epoch", "global_step", "loops", "optimizer_states", "lr_schedulers")
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """``SSALError`` unless a loaded checkpoint holds the training state ``--resume`` continues from."""
+    checkpoint_metadata(ckpt, path)
+    missing = [k for k in TRAINING_STATE if k not in ckpt]
+    if missing:
+        raise SSALError(
+            f"{path} holds no training state ({', '.join(missing)} missing; a weights-only or exported file?); "
+            "it cannot be resumed: train into a new run_dir"
+        )
+    if not all(isinstance(ckpt[k], list) for k in ("optimizer_states", "lr_schedulers")) or not _is_int(ckpt["epoch"]):
+        raise SSALError(f"{path}: its training state is damaged; it cannot be resumed: train into a new run_dir")
+
+
+def _kind(t: torch.Tensor) -> str:
+    """complex, float, bool or int: a checkpoint tensor must be of its parameter's kind (no silent casts)."""
+    return (
+        "complex"
+        if t.is_complex()
+        else "float"
+        if t.is_floating_point()
+        else "bool"
+        if t.dtype == torch.bool
+        else "int"
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _short(v: Any) -> str:
+    text = repr(v).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
@@ -153,13 +240,19 @@ def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 # --- metrics.csv -------------------------------------------------------------------------------------
-def read_metrics(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a metrics.csv (empty if it does not exist)."""
+def read_metrics(path: str | os.PathLike, epochs: bool = False) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (empty if it does not exist); with ``epochs``, every row must have a numeric epoch."""
     path = Path(path)
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SSALError(f"{path} is damaged ({_first_line(e)[:100]}); restore or delete it") from None
+    if epochs and not all(str(r.get("epoch")).isdigit() for r in rows):
+        raise SSALError(f"{path} is damaged (an epoch that is not a number); restore or delete it")
+    return rows
 
 
 def write_metrics(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
@@ -219,10 +312,11 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
     if which == "best" and not ckpt_path.is_file():
         ckpt_path = paths.last
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    meta = ckpt.get("ssal")
-    if not isinstance(meta, dict) or "config" not in meta:
-        raise SSALError(f"{ckpt_path} has no ssal metadata (config, groupings)")
-    cfg = config_from_dict(meta["config"])
+    meta = checkpoint_metadata(ckpt, ckpt_path)
+    try:
+        cfg = config_from_dict(meta["config"])
+    except SSALError as e:
+        raise SSALError(f"{ckpt_path}: its config is not valid: {e}") from None
     if meta.get("groupings_pending"):
         raise SSALError(
             f"{ckpt_path} was saved before the run's online groupings existed (ssal.group_epoch="
@@ -230,12 +324,19 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
         )
     groupings = [Grouping.from_dict(d, where=f"{ckpt_path} grouping") for d in meta.get("groupings", [])]
     names = meta.get("class_names")
-    num_classes = int(meta["num_classes"])
+    num_classes = meta["num_classes"]
+    if any(g.num_classes != num_classes for g in groupings):
+        raise SSALError(f"{ckpt_path}: a grouping's class count differs from num_classes={num_classes}")
     stats = meta.get("mean"), meta.get("std")
     data = DataBundle(cfg.data.name, num_classes, names, mean=stats[0], std=stats[1])
     model = build_model(cfg, num_classes, groupings, data, load_weights=False)
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     check_finite(state, ckpt_path)
+    own = model.state_dict()
+    kinds = [k for k, v in state.items() if k in own and _kind(v) != _kind(own[k])]
+    if kinds:
+        k = kinds[0]
+        raise SSALError(f"{ckpt_path}: {k} holds {state[k].dtype} values where the model has {own[k].dtype}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -243,7 +344,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
     _warn_if_foreign(paths, ckpt_path, meta["config"])
     model.to(map_location).eval()
     etas = eta_values(cfg, len(groupings)) if groupings else []
-    return RunInfo(model, cfg, groupings, paths, ckpt_path, int(meta.get("epochs_done", 0)), names, num_classes, etas)
+    return RunInfo(model, cfg, groupings, paths, ckpt_path, meta.get("epochs_done", 0), names, num_classes, etas)
 
 
 #: The config keys that tell runs apart; a checkpoint whose values differ from its run directory's config.yaml

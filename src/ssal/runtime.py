@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from .build import input_geometry
 from .data import dataset_spec
+from .data.folder import open_image
 from .errors import SSALError
 from .hardware import resolve_precision
 
@@ -132,12 +132,7 @@ def load_image(path: str | os.PathLike, transform: Callable[[Any], torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise SSALError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return transform(img)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise SSALError(f"{path}: cannot read image ({str(e).splitlines()[0][:120]})") from None
+    return transform(open_image(path))
 
 
 def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:

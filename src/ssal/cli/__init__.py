@@ -87,11 +87,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         msg = str(e).splitlines()[0] if str(e) else ""
+        if _out_of_memory(e):  # settings too large for this machine: the user's to change
+            print(
+                f"ssal {args.command}: error: out of memory ({msg[:150] or type(e).__name__}); use a smaller model, "
+                "input size or batch size",
+                file=sys.stderr,
+            )
+            return 2
         print(
             f"ssal {args.command}: internal error: {type(e).__name__}: {msg} (rerun with -v for the traceback)",
             file=sys.stderr,
         )
         return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` says that memory ran out (Python's MemoryError, torch's CPU or GPU allocator)."""
+    text = str(e).lower()
+    return (
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
+        or "out of memory" in text
+    )
 
 
 def _one_line(e: SSALError) -> str:

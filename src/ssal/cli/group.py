@@ -70,7 +70,10 @@ def load_class_names(path: Path | None) -> list[str] | None:
         return None
     if not path.is_file():
         raise SSALError(f"class names file not found: {path}")
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SSALError(f"cannot read class names file {path}: {e}") from None
     if not names:
         raise SSALError(f"class names file is empty: {path}")
     return names
@@ -84,13 +87,24 @@ def load_superclasses(path: Path) -> tuple[list[int], list[str] | None]:
         raise SSALError(f"meta file not found: {path}") from None
     except json.JSONDecodeError as e:
         raise SSALError(f"{path} is not valid JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SSALError(f"cannot read meta file {path}: {e}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("fine_to_coarse"), list):
         raise SSALError(f"{path} has no list 'fine_to_coarse'")
-    return meta["fine_to_coarse"], meta.get("fine_label_names")
+    mapping, names = meta["fine_to_coarse"], meta.get("fine_label_names")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in mapping):
+        raise SSALError(f"{path}: 'fine_to_coarse' must be a list of integers >= 0")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise SSALError(f"{path}: 'fine_label_names' must be a list of strings")
+    return mapping, names
 
 
 def run(args: argparse.Namespace) -> int:
     """Build, save and print the grouping."""
+    if args.seed < 0:
+        raise SSALError(f"--seed must be >= 0, got {args.seed}")
+    if args.random is not None and not 4 <= args.random <= 10**7:
+        raise SSALError(f"--random takes a class count from 4 to 10,000,000, got {args.random}")
     names = load_class_names(args.class_names)
     if args.from_superclasses is not None:
         mapping, meta_names = load_superclasses(args.from_superclasses)

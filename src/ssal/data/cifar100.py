@@ -9,7 +9,6 @@ import importlib
 import json
 import logging
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -146,22 +145,45 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise SSALError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(z.files)})")
-            return {k: z[k] for k in keys}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise SSALError(f"{path}: corrupt or unreadable .npz file ({type(e).__name__}: {e})") from None
+            out = {k: z[k] for k in keys}
+    except SSALError:
+        raise
+    except Exception as e:  # a damaged header, zip or array: OSError, ValueError, SyntaxError, MemoryError, ...
+        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        if "pickle" in text:  # numpy's advice for object arrays is to load unsafely
+            text = "it holds Python objects, not plain arrays"
+        raise SSALError(f"{path}: corrupt or unreadable .npz file ({type(e).__name__}: {text})") from None
+    bad = [k for k, v in out.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise SSALError(f"{path}: member(s) {', '.join(bad)} are not NumPy arrays (corrupt .npz file)")
+    return out
 
 
 def _read_meta(path: Path) -> dict:
-    """CIFAR-100 ``meta.json`` (fine/coarse names and fine_to_coarse)."""
+    """CIFAR-100 ``meta.json`` (fine/coarse names and fine_to_coarse), checked."""
     if not path.is_file():
         raise SSALError(f"missing metadata file {path}")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        names, coarse, f2c = meta["fine_label_names"], meta["coarse_label_names"], meta["fine_to_coarse"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SSALError(f"{path}: corrupt metadata ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise SSALError(f"{path}: corrupt metadata ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(meta, dict):
+        raise SSALError(f"{path}: expected a JSON object with fine_label_names, coarse_label_names, fine_to_coarse")
+    missing = [k for k in ("fine_label_names", "coarse_label_names", "fine_to_coarse") if k not in meta]
+    if missing:
+        raise SSALError(f"{path}: missing {', '.join(missing)}")
+    names, coarse, f2c = meta["fine_label_names"], meta["coarse_label_names"], meta["fine_to_coarse"]
+    for key, value in (("fine_label_names", names), ("coarse_label_names", coarse)):
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise SSALError(f"{path}: {key} must be a non-empty list of strings")
+    if not isinstance(f2c, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in f2c):
+        raise SSALError(f"{path}: fine_to_coarse must be a list of integers")
     if len(names) != 100 or len(f2c) != 100:
-        raise SSALError(f"{path}: expected 100 fine label names and fine_to_coarse entries, got {len(names)}")
+        raise SSALError(
+            f"{path}: expected 100 fine label names and fine_to_coarse entries, got {len(names)} and {len(f2c)}"
+        )
+    if any(not 0 <= c < len(coarse) for c in f2c):
+        raise SSALError(f"{path}: fine_to_coarse entries must lie in [0, {len(coarse)})")
     return {"fine_label_names": list(names), "coarse_label_names": list(coarse), "fine_to_coarse": list(f2c)}
 
 

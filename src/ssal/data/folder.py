@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from ..errors import SSALError
 from .arrays import stratified_split
 
-__all__ = ["FolderSplit", "build_folder_loader", "check_images", "class_folders", "folder_transforms"]
+__all__ = [
+    "FolderSplit",
+    "build_folder_loader",
+    "check_images",
+    "class_folders",
+    "folder_transforms",
+    "open_image",
+]
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,35 @@ def class_folders(folder: str | os.PathLike) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _decode(path: str) -> Any:
-    """Open an image as RGB; a file that cannot be decoded is an ``SSALError`` naming it."""
+def open_image(path: str | os.PathLike) -> Any:
+    """The image at ``path`` decoded as an RGB PIL image; a file that cannot be decoded, or one of more pixels than
+    PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89 M), is an ``SSALError`` naming it."""
     try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise SSALError(f"cannot decode image {path}: {e}") from None
+        return _open_rgb(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SSALError(f"cannot decode image {path}: too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except Exception as e:  # PIL's decoders raise OSError, ValueError, SyntaxError, EOFError, struct.error, ...
+        raise SSALError(f"cannot decode image {path}: {_first_line(e)}") from None
+
+
+def _open_rgb(path: str | os.PathLike) -> Any:
+
+    with open(path, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's notes on damaged metadata: a file is judged by whether it decodes
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(f)
+        img.load()
+        return img.convert("RGB")
+
+
+def _decode(path: str) -> Any:
+    """ImageFolder's loader: ``open_image``."""
+    return open_image(path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:100] if text else type(e).__name__
 
 
 def _image_folder(
@@ -110,57 +139,100 @@ def _image_folder(
     return ds
 
 
-def check_images(folder: str | os.PathLike, limit: int = 5) -> None:
-    """Find unreadable images under ``folder`` before they are used: zero-byte files, files that are not images or
-    whose header is corrupt, truncated JPEG/PNG files and images too large to decode. ``SSALError`` names them.
+#: What the last check of each folder found: (unreadable files with their problems, number of image files).
+_CHECKED: dict[str, tuple[list[tuple[str, str]], int]] = {}
+#: Broken files a warning has already named (``skip=True`` warns about each file once).
+_WARNED: set[str] = set()
 
-    Cheap enough for ImageNet: each file's header is parsed and its last bytes read; only a file whose end marker is
-    missing is decoded in full.
+
+def check_images(
+    folders: str | os.PathLike | Sequence[str | os.PathLike], limit: int = 5, skip: bool = False, reuse: bool = False
+) -> list[str]:
+    """Find unreadable images under ``folders`` before they are used: zero-byte files, files that are not images or
+    whose header is corrupt, truncated files and images too large to decode.
+
+    ``SSALError`` names them; with ``skip`` one warning line gives their count and the first ``limit`` of them
+    instead, and their paths are returned (for the loader to leave out). ``reuse`` takes a folder's result from its
+    last check in this process. Cheap enough for ImageNet: each JPEG's or PNG's header is parsed and its last bytes
+    read; only a file whose end marker is missing is decoded in full.
     """
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    bad: list[tuple[str, str]] = []
+    count = 0
+    for folder in folders:
+        key = os.path.abspath(folder)
+        if not reuse or key not in _CHECKED:
+            _CHECKED[key] = _scan(folder)
+        bad += _CHECKED[key][0]
+        count += _CHECKED[key][1]
+    where = ", ".join(str(f) for f in folders)
+    named = [f"{path} ({problem})" for path, problem in bad]
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    if bad and not skip:
+        raise SSALError(
+            f"{len(bad)} of {count} images under {where} cannot be read: {'; '.join(named[:limit])}{more}; "
+            "remove or replace them, or set data.skip_broken=true to leave them out"
+        )
+    if any(path not in _WARNED for path, _ in bad):
+        _WARNED.update(path for path, _ in bad)
+        log.warning(
+            "skipping %d of %d images under %s that cannot be read (data.skip_broken): %s%s",
+            len(bad),
+            count,
+            where,
+            "; ".join(named[:limit]),
+            more,
+        )
+    return [path for path, _ in bad]
+
+
+def _scan(folder: str | os.PathLike) -> tuple[list[tuple[str, str]], int]:
+    """(path, problem) of every unreadable image file under ``folder``, and the number of image files."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []
     count = 0
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.lower().endswith(IMG_EXTENSIONS):
-                continue
-            count += 1
-            path = os.path.join(root, name)
-            problem = _image_problem(path)
-            if problem:
-                bad.append(f"{path} ({problem})")
-    if bad:
-        more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
-        raise SSALError(
-            f"{len(bad)} of {count} images under {folder} cannot be read: {'; '.join(bad[:limit])}{more}; "
-            "remove or replace them"
-        )
+            if name.lower().endswith(IMG_EXTENSIONS):
+                count += 1
+                path = os.path.join(root, name)
+                problem = _image_problem(path)
+                if problem:
+                    bad.append((path, problem))
+    return bad, count
 
 
 def _image_problem(path: str) -> str | None:
-    """Why the image at ``path`` cannot be used, or None."""
+    """Why the image at ``path`` cannot be used, or None.
+
+    The header is parsed and checked (PNG: every chunk's CRC); a JPEG or PNG with its end marker is not decoded, any
+    other file is decoded in full. A file damaged inside its JPEG data is only found when it is decoded.
+    """
     try:
         size = os.path.getsize(path)
         if size == 0:
             return "empty file"
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(f)
-            fmt = img.format
+            fmt, (width, height) = img.format, img.size
             img.verify()
             f.seek(max(size - 1024, 0))
             tail = f.read()
+        if fmt == "PNG" and height * (1 + -(-width // 8)) > 1032 * size:  # deflate packs at most 1032:1
+            return f"declares {width} x {height} pixels, more than a {size}-byte PNG can hold"
         ends = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
-        if fmt in ends and ends[fmt] not in tail:  # no end marker: decode to see whether it is truncated
-            with open(path, "rb") as f:
-                Image.open(f).load()
-    except Image.DecompressionBombError:
+        if fmt not in ends or ends[fmt] not in tail:  # no end marker to look for, or none found: decode it all
+            _open_rgb(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "too large to decode"
     except Image.UnidentifiedImageError:
         return "not an image"
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        return str(e).splitlines()[0][:100] or type(e).__name__
+    except Exception as e:  # PIL's parsers raise OSError, ValueError, SyntaxError, EOFError, struct.error, ...
+        return _first_line(e)
     return None
 
 
@@ -178,11 +250,13 @@ def build_folder_loader(
     image_size: int = 224,
     resize: int = 256,
     class_names: Sequence[str] | None = None,
+    skip_broken: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``root/split`` (ImageFolder layout) yielding (x float (B, 3, S, S) in [0, 1], y int64).
 
     The label of a class folder is its position in ``class_names`` (default: the sorted folder names of this split),
     so evaluating on a split that lacks a class keeps the labels of training; the loader carries ``class_names``.
+    ``skip_broken`` leaves out the files ``check_images`` finds unreadable (one warning names them).
     Training shuffles with a sampler reseeded by ``loader.sampler.set_epoch(e)`` (Lightning calls it every epoch),
     so epoch e's order does not depend on how many epochs ran before in this process; under DDP
     (``distributed``) that sampler also shards the data.
@@ -191,6 +265,11 @@ def build_folder_loader(
         raise SSALError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
     split = split if isinstance(split, FolderSplit) else FolderSplit(split)
     folder = _image_folder(Path(root).expanduser() / split.folder, train, image_size, resize, class_names)
+    if skip_broken:  # before a stratified split, which then divides the readable images
+        found = check_images(Path(root).expanduser() / split.folder, skip=True, reuse=True)
+        broken = {os.path.normpath(p) for p in found}
+        folder.samples = [s for s in folder.samples if os.path.normpath(s[0]) not in broken]
+        folder.imgs, folder.targets = folder.samples, [s[1] for s in folder.samples]
     dataset = folder
     if split.part != "all":
         rest, held = stratified_split(torch.as_tensor(folder.targets), split.fraction, split.seed)

@@ -188,7 +188,15 @@ def _call_builder(entry: ModelEntry, num_classes: int, options: dict[str, Any]) 
     unknown = [k for k in options if k not in allowed]
     if unknown and not takes_kwargs:
         raise SSALError(f"model {entry.name!r} has no option(s) {unknown}; options: {', '.join(allowed) or 'none'}")
-    return entry.builder(num_classes, **options)
+    if not options:
+        return entry.builder(num_classes)
+    try:
+        return entry.builder(num_classes, **options)
+    except (ValueError, TypeError, RuntimeError) as e:  # an option value the builder cannot use
+        if "allocate" in str(e) or "out of memory" in str(e):
+            raise
+        text = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
+        raise SSALError(f"model {entry.name!r} cannot be built with options {options}: {text}") from None
 
 
 def create_model(

@@ -15,6 +15,7 @@ import difflib
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,7 +327,12 @@ def read_weights_file(
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True, mmap=meta_only)
     except Exception as e:  # corrupt file, or pickled objects that weights_only refuses
-        raise SSALError(f"model.pretrained: cannot load {p} safely: {str(e).splitlines()[0][:200]}") from None
+        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if not zipfile.is_zipfile(p):  # torch's own text for such a file is about mmap and re-saving
+            text = "not a file written by torch.save"
+        elif "unsupported global" in text.lower():  # torch goes on to explain how to load it unsafely
+            text = "it holds objects other than tensors and plain values"
+        raise SSALError(f"model.pretrained: cannot load {p} safely: {text}") from None
     meta: dict[str, Any] = {}
     side = p.with_name(p.name + ".json")
     if side.is_file():
