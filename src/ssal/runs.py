@@ -24,7 +24,6 @@ import io
 import logging
 import os
 import pickle
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,6 @@ __all__ = [
     "RunInfo",
     "RunPaths",
     "check_finite",
-    "copy_atomic",
     "load_checkpoint",
     "load_run",
     "read_metrics",
@@ -145,11 +143,6 @@ def check_finite(state: dict[str, torch.Tensor], where: str | os.PathLike) -> No
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise SSALError(f"{where} has NaN/Inf weights ({', '.join(bad[:3])}{more}); the model cannot be used")
-
-
-def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy a file so that ``dst`` is always either the old or the complete new file."""
-    return atomic_write(dst, lambda p: shutil.copyfile(src, p))
 
 
 # --- metrics.csv -------------------------------------------------------------------------------------
@@ -273,11 +266,3 @@ def _warn_if_foreign(paths: RunPaths, ckpt_path: Path, ckpt_config: dict[str, An
             ", ".join(differ),
             paths.config,
         )
-
-
-def config_of_run(run_dir: str | os.PathLike) -> Config:
-    """The resolved config saved in a run directory."""
-    paths = _resolve_dir(run_dir)
-    if not paths.config.is_file():
-        raise SSALError(f"{paths.root} has no config.yaml; is it a run directory?")
-    return config_from_dict(read_yaml(paths.config))
