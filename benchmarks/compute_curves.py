@@ -9,6 +9,8 @@ Arms (same backbone, recipe and branch as configs/cifar100_fastnet.yaml), per bu
   random      one-pass SSAL with random balanced groups of the same k, from the first step
   superclass  one-pass SSAL with the 20 CIFAR-100 superclasses, from the first step
   online_e*   one-pass SSAL with another group_epoch (the E0 trade-off)
+  online_aux1 / online_k50 / online_g3 / online_g1
+              one-pass SSAL with aux weight 1.0 / k = 50 groups / the branch at g3 or g1 (what else might make it win)
   regroup     one-pass SSAL that also recomputes its groups every B/4 epochs after group_epoch (ssal.regroup_every)
   weights     one-pass SSAL, groups from the similarity of f's class weights at group_epoch (no data pass)
   shipped     SSAL with the package's cifar100-join-20 groups (made once from a stronger model), from the first step
@@ -33,6 +35,13 @@ from ssal.runs import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "cifar100_fastnet.yaml"
 ARMS = ("base", "online", "base_eq", "two_stage", "random", "superclass")
+BRANCH = "{{at: {at}, k: {k}, head: conv64-gap}}"  # the config's branch, with another position or k
+ABLATIONS = {
+    "online_aux1": ["ssal.aux_weights=1.0"],
+    "online_k50": ["ssal.branches=[" + BRANCH.format(at="g2", k=50) + "]"],
+    "online_g3": ["ssal.branches=[" + BRANCH.format(at="g3", k=20) + "]"],
+    "online_g1": ["ssal.branches=[" + BRANCH.format(at="g1", k=20) + "]"],
+}
 
 
 def ssal(*args: str) -> None:
@@ -66,6 +75,8 @@ def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: floa
         run = root / arm
         if arm == "base":
             train(run, budget, seed, ["ssal.branches=[]"], common)
+        elif arm in ABLATIONS:
+            train(run, budget, seed, ["ssal.groupings=online", f"ssal.group_epoch={e0:g}", *ABLATIONS[arm]], common)
         elif arm == "online" or arm.startswith("online_e"):
             g0 = e0 if arm == "online" else float(arm.removeprefix("online_e"))
             train(run, budget, seed, ["ssal.groupings=online", f"ssal.group_epoch={g0:g}"], common)

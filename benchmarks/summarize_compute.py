@@ -26,7 +26,19 @@ LABELS = {
     "superclass": "one-pass, superclasses",
     "weights": "one-pass, class-weight groups",
     "shipped": "shipped groups (cifar100-join-20)",
+    "regroup": "one-pass, regrouped every B/4 epochs",
+    "online_aux1": "one-pass, aux weight 1.0",
+    "online_k50": "one-pass, k = 50",
+    "online_g3": "one-pass, branch at g3",
+    "online_g1": "one-pass, branch at g1",
 }
+
+
+def label(arm: str) -> str:
+    """The table's name of an arm (``online_e<E0>``: one-pass SSAL with another group_epoch)."""
+    if arm.startswith("online_e") and arm not in LABELS:
+        return f"one-pass, group_epoch {arm.removeprefix('online_e')}"
+    return LABELS.get(arm, arm)
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -86,7 +98,7 @@ def table(recs: list[dict]) -> str:
     for b, arm in keys:
         rs = [r for r in recs if r["budget"] == b and r["arm"] == arm]
         lines.append(
-            f"| {b} | {LABELS.get(arm, arm)} | {len(rs)} | {statistics.mean(r['pflop'] for r in rs):.4f} | "
+            f"| {b} | {label(arm)} | {len(rs)} | {statistics.mean(r['pflop'] for r in rs):.4f} | "
             + " | ".join(_ms([r[k] for r in rs]) for k in ("tr", "jp", "group", "ece_tr", "ece_jp", "within_tr"))
             + f" | {_ms([r['within_jp'] for r in rs])} |"
         )
@@ -104,9 +116,7 @@ def paired(recs: list[dict], arm: str, ref: str, key: str = "jp") -> str:
             continue
         d = [a[s][key] - c[s]["tr"] for s in seeds if a[s][key] is not None]
         if d:
-            lines.append(
-                f"budget {b}: {LABELS.get(arm, arm)} {key} - {LABELS.get(ref, ref)} = {_ms(d)} ({len(d)} seeds)"
-            )
+            lines.append(f"budget {b}: {label(arm)} {key} - {label(ref)} = {_ms(d)} ({len(d)} seeds)")
     return "\n".join(lines)
 
 
@@ -156,7 +166,8 @@ def main() -> None:
     recs = collect(a.out)
     print(table(recs))
     print()
-    for arm in ("online", "two_stage", "random", "superclass", "weights", "shipped"):
+    order = {a: i for i, a in enumerate(LABELS)}
+    for arm in sorted({r["arm"] for r in recs} - {"base", "base_eq"}, key=lambda a: (order.get(a, 99), a)):
         for ref in ("base", "base_eq"):
             s = paired(recs, arm, ref)
             if s:

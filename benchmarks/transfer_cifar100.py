@@ -6,8 +6,10 @@
 3. Fine-tune from the pre-trained checkpoint (``model.pretrained: PATH``) with ``ssal pipeline``: the pipeline's
    baseline is fine-tuning without SSAL, its SSAL run fine-tuning with SSAL (groups from the fine-tuned baseline's
    confusion matrix) -> OUT/finetune.
-4. Train the same model from scratch on the 50 new classes (no SSAL) -> OUT/scratch.
-5. Write OUT/transfer.md: test top-1/top-5 of f (+TR), +JP and +LC for each, and training seconds.
+4. Fine-tune with SSAL whose groups come from a linear probe on the pre-trained backbone's frozen features, made
+   before the first step (``ssal.groupings: probe``: no baseline run needed) -> OUT/finetune_probe.
+5. Train the same model from scratch on the 50 new classes (no SSAL) -> OUT/scratch.
+6. Write OUT/transfer.md: test top-1/top-5 of f (+TR), +JP and +LC for each, and training seconds.
 
 Run (CPU hours at the defaults; --per-class and the epoch options make it small):
 
@@ -171,14 +173,20 @@ def run(argv: list[str] | None = None) -> Path:
         trainer={"epochs": args.finetune_epochs},
     )
     _run(["pipeline", "--config", str(_write(ft, out / "finetune.yaml")), "--out", str(out / "finetune")])
-    # 4. from scratch on classes B, no SSAL, as many epochs as pre-training + fine-tuning
+    # 4. SSAL with groups from a linear probe on the pre-trained features (one pass, no baseline run)
+    pr_dir = out / "finetune_probe"
+    if not (pr_dir / "eval.json").is_file():
+        pr = {**ft, "name": "finetune_probe", "run_dir": str(pr_dir), "ssal": {**ft["ssal"], "groupings": "probe"}}
+        _run(["train", "--config", str(_write(pr, out / "finetune_probe.yaml")), "--resume"])
+        _run(["evaluate", str(pr_dir)])
+    # 5. from scratch on classes B, no SSAL, as many epochs as pre-training + fine-tuning
     scratch_epochs = args.pretrain_epochs + args.finetune_epochs
     sc = _config("scratch", out / "scratch", ft_data, model, args, trainer={"epochs": scratch_epochs})
     sc_dir = out / "scratch"
     if not (sc_dir / "eval.json").is_file():
         _run(["train", "--config", str(_write(sc, out / "scratch.yaml")), "--resume"])
         _run(["evaluate", str(sc_dir)])
-    # 5. the table
+    # 6. the table
     lines = [
         "# Transfer on CIFAR-100: pre-train on 50 classes, fine-tune on the other 50 (PNG ImageFolder)",
         "",
@@ -191,7 +199,8 @@ def run(argv: list[str] | None = None) -> Path:
         "|---|---|---|---|---|---|",
         _row("scratch (no SSAL)", sc_dir),
         _row("fine-tuned (no SSAL)", out / "finetune" / "baseline"),
-        _row("fine-tuned + SSAL", out / "finetune" / "ssal"),
+        _row("fine-tuned + SSAL (groups: fine-tuned baseline's confusion)", out / "finetune" / "ssal"),
+        _row("fine-tuned + SSAL (groups: linear probe, one pass)", pr_dir),
         "",
         f"Pre-training on the first 50 classes reached {_row('', pre_dir).split('|')[2].strip()} % test top-1.",
     ]

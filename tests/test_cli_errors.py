@@ -19,6 +19,9 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
         ("ssal.branches=[{at: nowhere, k: 4}]", "unknown attach point 'nowhere'"),
         ("ssal.eta=1.5", "(0, 1]"),
         ("ssal.branches=[{at: g2, k: 9}]", "out of range"),
+        ("ssal.branches.2.k=3", "override ssal.branches.2.k: ssal.branches has 2 element(s)"),
+        ("ssal.eta.0=0.5", "override ssal.eta.0: ssal.eta is 0.5, not a section or a list"),
+        ("ssal.branches.0.k=9", "out of range"),  # an index override reaches the same checks as a whole list
     ],
 )
 def test_bad_branch_config_is_one_line(override: str, message: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ssal.config import (
     Config,
@@ -123,10 +122,49 @@ def test_every_shipped_config_resolves(path: Path) -> None:
             assert cfg.schedule.peak_epoch < cfg.trainer.epochs
 
 
-def test_demo_yaml_matches_embedded_demo() -> None:
-    from ssal.cli.demo import DEMO_CONFIG
+def test_configs_demo_is_the_packaged_demo() -> None:
+    from ssal.cli.demo import DEMO_CONFIG, DEMO_FILE
 
-    assert yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()) == DEMO_CONFIG
+    assert (REPO / "configs" / "demo.yaml").resolve() == DEMO_FILE.resolve()  # one file, not a copy
+    assert DEMO_CONFIG["data"]["name"] == "digits" and len(DEMO_CONFIG["ssal"]["branches"]) == 2
+
+
+def test_list_elements_by_index_in_overrides_and_variants() -> None:
+    raw = {
+        "ssal": {"branches": [{"at": "g2", "k": 4, "head": "tiny_auxnet1"}, {"at": "g3", "k": 5}]},
+        "variants": {"k10": {"ssal.branches.1.k": 10, "ssal.branches.0.at": "g1"}},
+    }
+    cfg = resolve_raw(raw, "k10", parse_overrides(["ssal.branches.0.k=3"]))
+    assert cfg.ssal.branches == [{"at": "g1", "k": 3, "head": "tiny_auxnet1"}, {"at": "g3", "k": 10}]
+    assert raw["ssal"]["branches"][0] == {"at": "g2", "k": 4, "head": "tiny_auxnet1"}  # the raw dict is not changed
+    whole = resolve_raw(raw, None, parse_overrides(["ssal.branches.1={at: g4, k: 2}"]))
+    assert whole.ssal.branches[1] == {"at": "g4", "k": 2}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ssal.branches.2.k=3", "ssal.branches has 2 element(s); '2' is not an index in [0, 2)"),
+        ("ssal.branches.-1.k=3", "'-1' is not an index"),
+        ("ssal.branches.first.k=3", "'first' is not an index"),
+        ("optim.0=3", "optim is not a list (index 0)"),
+        ("optim.lr.0=3", "optim.lr is 0.1, not a section or a list"),
+        ("schedule.milestones.0=3", "schedule.milestones is not set, so not a list"),
+    ],
+)
+def test_bad_index_overrides_name_the_key(override: str, message: str) -> None:
+    raw = {"optim": {"lr": 0.1}, "ssal": {"branches": [{"at": "g2", "k": 4}, {"at": "g3", "k": 5}]}}
+    with pytest.raises(SSALError) as e:
+        resolve_raw(raw, None, parse_overrides([override]))
+    assert message in str(e.value) and str(e.value).startswith(f"override {override.split('=')[0]}:")
+
+
+def test_paper_auxnets_by_name_build_the_same_heads() -> None:
+    from ssal.heads import AUXNETS, parse_head
+
+    assert parse_head("wrn_auxnet1") == parse_head(AUXNETS["wrn_auxnet1"]) == AUXNETS["wrn_auxnet1"].split("-")
+    with pytest.raises(SSALError, match="unknown head token 'wrn_auxnet9'"):
+        parse_head("wrn_auxnet9")
 
 
 def test_scientific_notation_without_dot_is_a_float() -> None:

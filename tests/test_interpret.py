@@ -27,9 +27,10 @@ from ssal.cli import main
 from ssal.errors import SSALError
 from ssal.explain import OutputSelector, explain_batch, figure_pixels, output_heatmap
 from ssal.export import export_run, max_difference, run_exported, ssal_outputs
-from ssal.predict import image_transform, load_image, predict_images, predict_tensor
+from ssal.predict import predict_images, predict_tensor
 from ssal.prediction import SSALMetrics, joint_probability
 from ssal.runs import RunInfo, load_run
+from ssal.runtime import image_transform, load_image
 
 
 # --- fixtures ---------------------------------------------------------------------------------------

@@ -83,9 +83,9 @@ def test_groupings_win_over_k_and_placeholders_are_marked() -> None:
     ("kwargs", "match"),
     [
         ({"ssal": "papers"}, "ssal must be"),
-        ({"ssal": [{"k": 2}]}, "missing the attach point"),
+        ({"ssal": [{"k": 2}]}, "needs 'at'"),
         ({"ssal": [{"at": "g2"}]}, "'k'"),
-        ({"ssal": [{"at": "g2", "k": 2, "kk": 1}]}, "unknown keys"),
+        ({"ssal": [{"at": "g2", "k": 2, "kk": 1}]}, r"unknown key\(s\) \['kk'\]"),
         ({"ssal": [{"at": "g2", "k": 2}], "groupings": []}, "groupings given"),
         ({"groupings": []}, "ssal=None"),
         ({"mean": [0.5] * 3, "std": [0.2] * 3}, "ssal=\\[\\]"),

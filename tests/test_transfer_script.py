@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssal.grouping import Grouping
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_cifar100.py"
 
 
@@ -37,7 +39,8 @@ def test_transfer_script_tiny(tmp_path: Path) -> None:
     args = ["--cifar", str(cifar), "--out", str(out), "--model", "small_cnn", "--model-options", "{width: 8}"]
     table = mod.run([*args, "--pretrain-epochs", "1", "--finetune-epochs", "1", "--per-class", "4", "--threads", "1"])
     text = table.read_text()
-    for row in ("| scratch (no SSAL) |", "| fine-tuned (no SSAL) |", "| fine-tuned + SSAL |"):
+    for row in ("| scratch (no SSAL) |", "| fine-tuned (no SSAL) |", "| fine-tuned + SSAL (groups: fine-tuned",
+                "| fine-tuned + SSAL (groups: linear probe"):  # fmt: skip
         assert row in text
     pngs = list((out / "data" / "finetune" / "train").glob("*/*.png"))
     classes = {p.parent.name for p in pngs}
@@ -47,3 +50,5 @@ def test_transfer_script_tiny(tmp_path: Path) -> None:
     assert len(pre) == 50 and not pre & classes  # disjoint halves
     ev = json.loads((out / "finetune" / "ssal" / "eval.json").read_text())
     assert ev["jp_top1"] is not None and 0.0 <= ev["jp_top1"] <= 100.0
+    g = Grouping.load(next((out / "finetune_probe" / "groupings").glob("g*.json")))
+    assert "probe" in g.source and len(g.assignment) == 50  # made by the probe, over the 50 new classes

@@ -8,11 +8,10 @@ images, the error of f, the group error of every g_i and the error of the joint 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from .architecture import SSALModel
+from .build import load_data, make_loader
 from .errors import SSALError
 from .io import atomic_write
 from .prediction import SSALMetrics
 from .runs import RunInfo, write_metrics
+from .runtime import eval_mode
 
 __all__ = [
     "ATTACKS",
@@ -33,7 +35,6 @@ __all__ = [
     "attack",
     "attack_batches",
     "bim",
-    "eval_mode",
     "evaluate_attack",
     "fgsm",
     "parse_eps",
@@ -43,18 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ATTACKS = ("fgsm", "bim")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block and restore every module's previous mode afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 class BaseNetwork(nn.Module):
@@ -143,10 +132,6 @@ def attack_batches(
 
     A random subset, not the first images: stored splits are often sorted by class (CIFAR-100 NumPy, ImageFolder).
     """
-    from torch.utils.data import DataLoader, Subset
-
-    from .build import load_data, make_loader
-
     cfg = copy.deepcopy(info.config)
     cfg.trainer.channels_last = False
     if batch_size:

@@ -10,25 +10,33 @@ the load other processes put on the machine while the benchmark ran is recorded 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .architecture import SSALModel
+from .build import DataBundle, make_loader
+from .config import Config
+from .data import ImageArrays
 from .grouping import group_from_confusion
 from .hardware import cpu_has_fast_bf16, resolve_precision
 from .loss import SSALLoss
 from .models import create_model, model_input_size
 from .prediction import joint_log_probs
+from .runs import RunPaths
+from .runtime import autocast, default_device
 
 __all__ = [
     "BUSY_CORES",
@@ -239,23 +247,9 @@ def load_between(
     return ProcessLoad(dt, other, busy, max(running, 0), a.loadavg, b.loadavg, cpus or os.cpu_count() or 1)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context for a Lightning-style precision string (``auto`` resolved for this machine)."""
-    precision = resolve_precision(precision, device.type)
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "16-mixed":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def _seconds(step: Callable[[], None], device: torch.device) -> float:
@@ -273,7 +267,7 @@ def matmul_peak(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, budget_s
     Sizes grow from 256 up to ``max_n`` while one product takes under ``budget_s`` seconds, so a machine
     without fast bf16 (emulated, ~1 GFLOP/s) still finishes quickly.
     """
-    device = _device()
+    device = default_device()
     best, best_n, n = 0.0, 256, 256
     while n <= max_n:
         a = torch.randn(n, n, device=device).to(dtype)
@@ -295,14 +289,14 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.bfloat16, max_n: int = 2048, b
 
 def _matmul_step(dtype: torch.dtype, n: int) -> tuple[Callable[[], None], float]:
     """One n x n matmul in ``dtype`` as a callable, and its FLOPs."""
-    device = _device()
+    device = default_device()
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     return (lambda: a @ b), 2.0 * n**3
 
 
 def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLoss, torch.Tensor, torch.Tensor]:
-    device = _device()
+    device = default_device()
     torch.manual_seed(0)
     model = create_model(s.model, s.num_classes, ssal=branches, **s.model_options).to(device)
     if s.channels_last:
@@ -316,7 +310,7 @@ def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLo
 
 def _timed_steps(step: Callable[[], None], steps: int, warmup: int) -> float:
     """Median seconds per call of ``step`` after ``warmup`` calls."""
-    device = _device()
+    device = default_device()
     for _ in range(warmup):
         step()
     return float(np.median([_seconds(step, device) for _ in range(steps)]))
@@ -327,7 +321,7 @@ def _train_step_fn(model: SSALModel, crit: SSALLoss, x: torch.Tensor, y: torch.T
     device = x.device
 
     def step() -> None:
-        with autocast(precision, device):
+        with autocast(device, precision):
             loss = crit(model(x), y).total
         loss.backward()
         opt.step()
@@ -347,7 +341,7 @@ def interleaved_step_cost(s: BenchSettings, branches: Any) -> dict[str, float]:
         model, crit, x, y = _model_and_batch(s, list(br))
         model.train()
         steps.append(_train_step_fn(model, crit, x, y, s.precision))
-    device = _device()
+    device = default_device()
     for _ in range(s.warmup):
         for step in steps:
             step()
@@ -419,7 +413,7 @@ def joint_prediction_overhead(s: BenchSettings, branches: Any, eta: float = 0.5)
     model, _, x, _ = _model_and_batch(s, list(branches))
     model.eval()
     device = x.device
-    with torch.no_grad(), autocast(s.precision, device):
+    with torch.no_grad(), autocast(device, s.precision):
         out = model(x)
         joint_log_probs(out, model.gammas, eta)
         pairs = [
@@ -451,19 +445,10 @@ def interleaved_train_path(
     path's step is timed from the end of the callback to the next batch start (loading the batch included).
     Ratios are medians of the per-step ratios after ``s.warmup`` steps.
     """
-    import copy
-    import tempfile
-
-    import lightning as L
-
-    from .build import DataBundle, make_loader
-    from .config import Config
-    from .data import ImageArrays
     from .engine import RunWriter, SSALDataModule, SSALTask, build_optimizer, build_trainer, quiet_lightning
-    from .runs import RunPaths
 
     quiet_lightning()
-    device = _device()
+    device = default_device()
     n_batches = s.warmup + s.steps + 1
     if cfg is None:
         cfg = Config(name="bench")
@@ -496,7 +481,7 @@ def interleaved_train_path(
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
-        with autocast(s.precision, device):
+        with autocast(device, s.precision):
             loss = bare_crit(bare(x), y).total
         loss.backward()
         opt.step()

@@ -12,25 +12,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .architecture import SSALModel
 from .config import Config, DataConfig
+from .data import DATASETS, DeviceLoader, build_folder_loader, dataset_spec, load_arrays, split_train_val
+from .data.folder import FolderSplit, class_folders
 from .errors import SSALError
 from .grouping import (
     Grouping,
     group_from_confusion,
     group_from_superclasses,
+    load_confusion,
     load_shipped,
     random_grouping,
     shipped_groupings,
 )
 from .loss import SSALLoss
+from .models import check_branch, create_model, paper_branches
+from .models.zoo import is_zoo_name, pretrained_info, zoo_weights_info
+from .prediction import validate_eta
 
 __all__ = [
-    "IMAGENET_STATS",
-    "KNOWN_NUM_CLASSES",
     "DataBundle",
     "branch_configs",
     "build_loss",
@@ -43,12 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Class counts of the built-in data sets, so a dry run needs no data on disk.
-KNOWN_NUM_CLASSES = {"cifar100": 100, "cifar100_mini": 100, "digits": 10, "tinyimagenet": 200}
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-#: Image side of the built-in in-memory data sets (what a model trained on them sees).
-ARRAY_IMAGE_SIZES = {"cifar100": 32, "cifar100_mini": 32, "digits": 16, "tinyimagenet": 64}
 
 
 @dataclass
@@ -68,38 +65,27 @@ class DataBundle:
     @property
     def is_folder(self) -> bool:
         """True for ImageFolder data (DataLoader path), False for in-memory arrays (DeviceLoader path)."""
-        return self.name == "folder"
+        spec = DATASETS.get(self.name)  # a bundle of arrays made in code (benchmarks, tests) has no spec
+        return spec is not None and not spec.in_memory
 
 
-def _stats(cfg: DataConfig, arrays: Any) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    if not cfg.normalize:
-        return None, None
-    from .data import NORMALIZATION
-
-    if cfg.name in NORMALIZATION:
-        mean, std = NORMALIZATION[cfg.name]
-        return tuple(mean), tuple(std)
-    if cfg.name == "folder" or arrays is None:
-        return IMAGENET_STATS
-    x = arrays.images[:10000].float().div_(255)  # (N, 3, H, W)
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
+def _stats(cfg: DataConfig) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    spec = dataset_spec(cfg.name)
+    return (spec.mean, spec.std) if cfg.normalize else (None, None)
 
 
 def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run: bool = False) -> DataBundle:
     """Load the requested splits (train, val carved from train, test); a dry run only resolves class counts."""
+    spec = dataset_spec(cfg.name)
     if dry_run:
-        n = cfg.num_classes or KNOWN_NUM_CLASSES.get(cfg.name)
-        if n is None and cfg.name == "folder" and (Path(cfg.root) / "train").is_dir():  # the data is here: count
-            from .data.folder import class_folders
-
+        n = cfg.num_classes or spec.num_classes
+        if n is None and not spec.in_memory and (Path(cfg.root) / "train").is_dir():  # the data is here: count
             n = len(class_folders(Path(cfg.root) / "train")) or None
         if n is None:
             raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}")
-        return DataBundle(cfg.name, n, mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1])
-    if cfg.name == "folder":
+        return DataBundle(cfg.name, n, mean=spec.mean, std=spec.std)
+    if not spec.in_memory:
         return _folder_bundle(cfg)
-    from .data import load_arrays, split_train_val
-
     bundle = DataBundle(cfg.name, 0)
     if {"train", "val"} & set(splits):
         full = load_arrays(cfg.name, cfg.root, "train")
@@ -115,15 +101,13 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
     ref = next(a for a in (bundle.train, bundle.val, bundle.test) if a is not None)
     bundle.num_classes, bundle.class_names = ref.num_classes, ref.class_names
     bundle.fine_to_coarse = ref.fine_to_coarse
-    bundle.mean, bundle.std = _stats(cfg, bundle.train if bundle.train is not None else ref)
+    bundle.mean, bundle.std = _stats(cfg)
     return bundle
 
 
 def _folder_bundle(cfg: DataConfig) -> DataBundle:
     """Splits of an ImageFolder tree. Class indices come from the class folder *names* of train/: val/ and test/ may
     lack a class (its index stays that of train/), but a class folder that train/ does not have is an error."""
-    from .data.folder import FolderSplit, class_folders
-
     root = Path(cfg.root)
     if not (root / "train").is_dir():
         raise SSALError(f"ImageFolder data needs {root}/train/<class>/*.jpg (and {root}/val/<class>/...)")
@@ -148,11 +132,8 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
         train = FolderSplit("train", "rest", cfg.val_fraction, cfg.split_seed)
     elif val is not None and val is test:
         log.warning("data.val_fraction is 0: validating on the test split (%s)", test)
-    mean, std = _stats(cfg, None)
+    mean, std = _stats(cfg)
     return DataBundle("folder", len(names), names, None, train, val, test, mean, std)
-
-
-BRANCH_KEYS = ("at", "k", "head", "name", "layout")
 
 
 def branch_configs(cfg: Config, num_classes: int | None = None) -> list[dict[str, Any]]:
@@ -160,37 +141,9 @@ def branch_configs(cfg: Config, num_classes: int | None = None) -> list[dict[str
 
     With ``num_classes``, the paper's group counts are scaled to that class count (``paper_branches``).
     """
-    from .models import paper_branches
-
     if cfg.ssal.branches == "paper":
         return paper_branches(cfg.model.name, num_classes)
-    out = []
-    for i, b in enumerate(cfg.ssal.branches):
-        if not isinstance(b, dict):
-            raise SSALError(
-                f"ssal.branches[{i}] must be a mapping like {{at: g2, k: 20, head: conv128-gap}}, got {b!r}"
-            )
-        unknown = [key for key in b if key not in BRANCH_KEYS]
-        if unknown:
-            raise SSALError(
-                f"ssal.branches[{i}] has unknown key(s) {unknown} (allowed: {', '.join(BRANCH_KEYS)}; "
-                "in YAML flow style write 'at: g2' with a space after the colon)"
-            )
-        if "at" not in b or "k" not in b:
-            raise SSALError(f"ssal.branches[{i}] needs 'at' (attach point) and 'k' (number of groups), got {b}")
-        out.append(dict(b))
-    return out
-
-
-def _load_confusion(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise SSALError(f"confusion matrix not found: {p} (make one with `ssal confusion RUN_DIR`)")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:  # numpy's text for a non-.npy file suggests loading unsafely
-        what = "not a NumPy .npy array file" if "pickle" in str(e) else str(e).splitlines()[0]
-        raise SSALError(f"cannot read confusion matrix {p}: {what} (make one with `ssal confusion RUN_DIR`)") from None
+    return [check_branch(i, b, need_k=True) for i, b in enumerate(cfg.ssal.branches)]
 
 
 def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) -> list[Grouping]:
@@ -207,7 +160,7 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
         out = [load_shipped(str(s.groupings)) for _ in branches]
     elif s.groupings == "random" or placeholder:
         out = [random_grouping(C, int(b["k"]), s.grouping_seed + i, names) for i, b in enumerate(branches)]
-    elif s.groupings in ("online", "weights"):  # placeholders with the right k; made during training (ssal.online)
+    elif s.groupings in ("online", "weights", "probe"):  # placeholders with the right k; made in training (ssal.online)
         out = [
             Grouping(tuple(c % int(b["k"]) for c in range(C)), int(b["k"]), source="online:pending", class_names=names)
             for b in branches
@@ -222,7 +175,7 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
                 "ssal.groupings=confusion needs ssal.confusion=PATH (a C x C .npy from `ssal confusion RUN_DIR`); "
                 "or set ssal.groupings to random, superclasses or a list of grouping JSON files"
             )
-        conf = _load_confusion(str(s.confusion))
+        conf = load_confusion(str(s.confusion))
         src = f"confusion:{Path(str(s.confusion)).name}"
         out = [
             group_from_confusion(conf, int(b["k"]), s.criterion, s.grouping_seed, s.refine, s.size_margin, names, src)
@@ -247,16 +200,14 @@ def input_geometry(cfg: Config) -> tuple[tuple[int, int, int] | None, int | None
     the weights' metadata (torchvision/timm: crop size and crop fraction). ``(None, None)`` for a registered model
     without ``model.input_size``: its registered size, and the folder transforms' defaults (224, resize 256).
     """
-    from .models.zoo import is_zoo_name, zoo_weights_info
-
     m = cfg.model
     zoo = is_zoo_name(m.name)
     crop = zoo_weights_info(m.name, m.options).crop_pct if zoo else None
     crop = crop or 224 / 256
     if m.input_size is not None:
         side = int(m.input_size)
-    elif zoo and cfg.data.name in ARRAY_IMAGE_SIZES:
-        side = ARRAY_IMAGE_SIZES[cfg.data.name]
+    elif zoo and dataset_spec(cfg.data.name).image_size:
+        side = dataset_spec(cfg.data.name).image_size
     elif zoo:
         side = (zoo_weights_info(m.name, m.options).input_size or (3, 224, 224))[1]
     else:
@@ -278,9 +229,6 @@ def build_model(
     that checkpoints record it. ``load_weights=False`` (rebuilding a trained run) loads nothing and normalises
     with ``data``'s mean/std (the run's).
     """
-    from .models import create_model
-    from .models.zoo import pretrained_info
-
     m = cfg.model
     mean, std = (data.mean, data.std) if data is not None and cfg.data.normalize else (None, None)
     if load_weights and cfg.data.normalize:
@@ -311,24 +259,13 @@ def build_model(
 def build_loss(cfg: Config, model: SSALModel) -> SSALLoss:
     """The SSAL loss (paper Eq. 3) with the config's weights and label smoothing."""
     s = cfg.ssal
-    n = len(model.branches)
-    aux = s.aux_weights if isinstance(s.aux_weights, float) or n == 0 else list(s.aux_weights)
-    if n == 0:  # a baseline of an SSAL config: its branch weights do not apply
-        aux = 1.0
-    if isinstance(aux, list) and len(aux) != n:
-        raise SSALError(f"ssal.aux_weights has {len(aux)} values for {n} branches")
+    aux = s.aux_weights if model.branches else 1.0  # a baseline of an SSAL config: its branch weights do not apply
     return SSALLoss(model.gammas, s.main_weight, aux, cfg.optim.label_smoothing)
 
 
 def eta_values(cfg: Config, num_branches: int) -> list[float]:
     """eta per branch for the joint prediction (paper Sec. 3.4)."""
-    eta = cfg.ssal.eta
-    if num_branches == 0:
-        return []
-    etas = [float(eta)] * num_branches if isinstance(eta, float) else [float(e) for e in eta]
-    if len(etas) != num_branches:
-        raise SSALError(f"ssal.eta has {len(etas)} values for {num_branches} branches")
-    return etas
+    return validate_eta(cfg.ssal.eta, num_branches) if num_branches else []
 
 
 def make_loader(
@@ -345,8 +282,6 @@ def make_loader(
     d = cfg.data
     bs = d.batch_size if train else d.eval_batch_size
     if data.is_folder:
-        from .data import build_folder_loader
-
         size, resize = input_geometry(cfg)
         sizes = {} if size is None else {"image_size": size[1], "resize": resize}
         out = build_folder_loader(
@@ -363,8 +298,6 @@ def make_loader(
             class_names=data.class_names,
         )
         return out[0] if isinstance(out, tuple) else out
-    from .data import DeviceLoader
-
     return DeviceLoader(
         split,
         bs,

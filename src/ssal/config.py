@@ -21,8 +21,12 @@ from typing import Any
 
 import yaml
 
+from .data import AUGMENTATIONS, DATASETS
 from .errors import SSALError
+from .grouping import CRITERIA, shipped_groupings
+from .hardware import PRECISIONS
 from .io import atomic_write_text
+from .prediction import validate_eta
 
 __all__ = [
     "Config",
@@ -45,9 +49,7 @@ __all__ = [
     "variant_names",
 ]
 
-PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 SCHEDULES = ("triangular", "warmup_linear", "warmup_cosine", "step", "constant")
-AUGMENTS = ("cifar", "shift", "none")
 
 
 @dataclass
@@ -86,7 +88,7 @@ class SSALConfig:
     """Branches, their groupings, the loss weights (paper Eq. 3) and eta of the joint prediction (Sec. 3.4)."""
 
     branches: str | list[dict[str, Any]] = field(default_factory=list)  # [] (baseline) | paper | [{at, k, head}]
-    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | online | weights | JSON files
+    groupings: str | list[str] = "confusion"  # confusion | superclasses | random | online | weights | probe | files
     group_epoch: float = 1.0  # online / weights: epochs of main-only training before the groups are made
     regroup_every: float = 0.0  # online / weights: remake the groups every N epochs after group_epoch (0: never)
     confusion: str | None = None  # C x C .npy (ssal confusion RUN_DIR); ssal pipeline fills it in
@@ -260,19 +262,14 @@ def validate(cfg: Config) -> Config:
     _need(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     lim = t.limit_train_batches
     _need(0.0 < lim <= 1.0, "trainer.limit_train_batches", f"must be a fraction in (0, 1], got {lim}")
-    from .data import DATASETS
-
-    names = (*DATASETS, "folder")
-    _need(d.name in names, "data.name", f"must be one of {', '.join(names)}, got {d.name!r}")
+    _need(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}, got {d.name!r}")
     _need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
-    _need(d.augment in AUGMENTS, "data.augment", f"must be one of {', '.join(AUGMENTS)}, got {d.augment!r}")
+    _need(d.augment in AUGMENTATIONS, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, got {d.augment!r}")
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
     _need(d.max_shift >= 0, "data.max_shift", f"must be >= 0, got {d.max_shift}")
     _need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
-    from .grouping import shipped_groupings
-
-    choices = ("random", "superclasses", "confusion", "online", "weights", *shipped_groupings())
+    choices = ("random", "superclasses", "confusion", "online", "weights", "probe", *shipped_groupings())
     _need(
         isinstance(s.groupings, list) or s.groupings in choices,
         "ssal.groupings",
@@ -282,9 +279,11 @@ def validate(cfg: Config) -> Config:
         e0 = s.group_epoch
         _need(0.0 <= e0 < t.epochs, "ssal.group_epoch", f"must be in [0, trainer.epochs), got {e0}")
         _need(s.regroup_every >= 0, "ssal.regroup_every", f"must be >= 0 (0: never), got {s.regroup_every}")
-    _need(s.criterion in ("join", "split"), "ssal.criterion", f"must be join or split, got {s.criterion!r}")
-    etas = s.eta if isinstance(s.eta, list) else [s.eta]
-    _need(all(0.0 < e <= 1.0 for e in etas), "ssal.eta", f"must be in (0, 1], got {s.eta}")
+    _need(s.criterion in CRITERIA, "ssal.criterion", f"must be join or split, got {s.criterion!r}")
+    try:  # the count per branch is checked when the model is built (``branches: paper`` fixes it there)
+        validate_eta(s.eta, len(s.eta) if isinstance(s.eta, list) else 1)
+    except SSALError as e:
+        raise SSALError(f"config key ssal.eta: {e}") from None
     _need(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number > 0, got {o.lr}")
     weights = [s.main_weight, *([s.aux_weights] if isinstance(s.aux_weights, float) else s.aux_weights)]
     _need(all(w >= 0 and math.isfinite(w) for w in weights), "ssal.aux_weights", "loss weights must be finite, >= 0")
@@ -305,6 +304,9 @@ def validate(cfg: Config) -> Config:
         "model.pretrained",
         f"{m.name} has no downloadable weights; set model.pretrained=PATH (a state_dict or an ssal checkpoint)",
     )
+    probe = "probe needs model.pretrained (a probe on untrained features says little); from scratch use online"
+    _need(s.groupings != "probe" or bool(m.pretrained), "ssal.groupings", probe)
+    _need(s.groupings != "probe" or s.regroup_every == 0, "ssal.regroup_every", "the probe's groups are made once")
     _need(sc.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}, got {sc.name!r}")
     _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
     _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
@@ -337,17 +339,35 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (copy); unknown keys are caught later by ``config_from_dict``."""
+    """Set dotted keys in a nested dict (copy); a number picks a list element (``ssal.branches.0.k``).
+
+    Unknown keys are caught later by ``config_from_dict``.
+    """
     raw = copy.deepcopy(raw)
     for dotted, value in overrides.items():
-        node = raw
+        node: Any = raw
         parts = dotted.split(".")
-        for p in parts[:-1]:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise SSALError(f"override {dotted}: {p} is not a section")
-            node = child
-        node[parts[-1]] = value
+        for depth, p in enumerate(parts):
+            where = ".".join(parts[:depth]) or "<top>"
+            if isinstance(node, list):
+                if not p.isdigit() or int(p) >= len(node):
+                    n = len(node)
+                    raise SSALError(f"override {dotted}: {where} has {n} element(s); {p!r} is not an index in [0, {n})")
+                key: Any = int(p)
+            elif isinstance(node, dict):
+                if p.isdigit():
+                    raise SSALError(f"override {dotted}: {where} is not a list (index {p})")
+                key = p
+            else:
+                raise SSALError(f"override {dotted}: {where} is {node!r}, not a section or a list")
+            if depth == len(parts) - 1:
+                node[key] = value
+            elif isinstance(node, dict) and key not in node:
+                if parts[depth + 1].isdigit():
+                    raise SSALError(f"override {dotted}: {'.'.join(parts[: depth + 1])} is not set, so not a list")
+                node = node.setdefault(key, {})
+            else:
+                node = node[key]
     return raw
 
 

@@ -15,13 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import multiclass_calibration_error
+from tqdm.auto import tqdm
 
 from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, load_data, make_loader
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .prediction import LinearCombination, SSALMetrics, fit_linear_combination, joint_probability
-from .runs import RunInfo
+from .runs import RunInfo, read_metrics
+from .runtime import autocast, default_device
 
 __all__ = [
     "EvalReport",
@@ -40,22 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def default_device() -> torch.device:
-    """CUDA if present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    from .hardware import resolve_precision
-
-    precision = resolve_precision(precision, "cuda" if device.type == "cuda" else "cpu")
-    if precision in ("bf16-mixed", "bf16-true"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "16-mixed" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -84,8 +71,6 @@ def collect_outputs(
     """
     if tta not in ("none", "flip"):
         raise SSALError(f"test-time augmentation must be none or flip, got {tta!r}")
-    from tqdm.auto import tqdm
-
     model.eval()
     p = next(model.parameters())
     mains, auxs, ys = [], [], []
@@ -93,7 +78,7 @@ def collect_outputs(
         batches, desc=progress or "evaluating", leave=False, disable=not progress or not sys.stderr.isatty()
     ):
         x = x.to(p.device, non_blocking=True)
-        with _autocast(p.device, precision):
+        with autocast(p.device, precision):
             out = model(x)
             if tta == "flip":
                 o2 = model(x.flip(-1))
@@ -145,8 +130,6 @@ class EvalReport:
 
 def calibration_error(probs: torch.Tensor, target: torch.Tensor) -> float:
     """Expected calibration error in percent (15 equal-width bins, top-1 confidence; torchmetrics)."""
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
     ece = multiclass_calibration_error(probs.float(), target, num_classes=probs.shape[1], n_bins=15, norm="l1")
     return 100.0 * float(ece)
 
@@ -168,8 +151,6 @@ def _coarse_reference(info: RunInfo, data: DataBundle) -> tuple[str | None, torc
 
 
 def _train_flops(info: RunInfo) -> float | None:
-    from .runs import read_metrics
-
     rows = [r for r in read_metrics(info.paths.metrics) if r.get("epoch") == str(info.epoch)]
     v = rows[-1].get("train_flops") if rows else None
     return float(v) if v else None
@@ -319,8 +300,6 @@ def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None
     data = load_data(cfg.data, (split,) if split != "val" else ("train", "val"))
     arrays = getattr(data, split)
     if arrays is None:
-        from .errors import SSALError
-
         raise SSALError(f"the run's data config has no {split!r} split (data.val_fraction={cfg.data.val_fraction})")
     with num_threads(cfg.trainer.threads):
         out, y = collect_outputs(

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import SSALModel
-from .attack import eval_mode
 from .errors import SSALError
 from .io import atomic_write
 from .prediction import joint_probability, main_probability
 from .runs import RunInfo
+from .runtime import class_names, eval_mode, image_transform, input_size, load_image
 
 __all__ = [
     "DPI",
@@ -190,10 +190,6 @@ class Panel:
     extra: dict = field(default_factory=dict)
 
 
-def _names(info: RunInfo) -> list[str]:
-    return list(info.class_names) if info.class_names else [str(c) for c in range(info.num_classes)]
-
-
 @torch.no_grad()
 def _final_prediction(info: RunInfo, x: torch.Tensor) -> torch.Tensor:
     """+JP probabilities of a run (or +TR for a baseline), (B, C)."""
@@ -206,7 +202,7 @@ def explain_batch(
     info: RunInfo, x: torch.Tensor, baseline: RunInfo | None = None, method: str = "auto"
 ) -> list[list[Panel]]:
     """Panels for each image of ``x``: g_f (f's map for the final +JP class), each g_i (its predicted group), org."""
-    names, model = _names(info), info.model
+    names, model = class_names(info), info.model
     final = _final_prediction(info, x)
     pred = final.argmax(1)
     fmap = output_heatmap(model, x, None, pred, method)
@@ -220,7 +216,7 @@ def explain_batch(
             members = [names[c] for c in g.groups()[grp]]
             panels[b].append(Panel(bname, f"{bname}: group {grp} ({r.probs[b]:.2f})", members, r.heatmap[b], r.method))
     if baseline is not None:
-        bnames = _names(baseline)
+        bnames = class_names(baseline)
         r = output_heatmap(baseline.model, x, None, None, method)
         for b, c in enumerate(r.targets.tolist()):
             panels[b].append(Panel("org", f"org: {bnames[c]} ({r.probs[b]:.2f})", [bnames[c]], r.heatmap[b], r.method))
@@ -247,8 +243,6 @@ def explain_images(
     method: str = "auto",
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """One PNG per readable image into ``out_dir`` (``<stem>.png``); returns the PNGs and (file, error) pairs."""
-    from .predict import image_transform, input_size, load_image
-
     if baseline is not None and baseline.num_classes != info.num_classes:
         raise SSALError(f"the baseline has {baseline.num_classes} classes, the run {info.num_classes}")
     if baseline is not None and input_size(baseline) != input_size(info):

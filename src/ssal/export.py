@@ -17,6 +17,7 @@ recent torch needs the ``onnxscript`` package, which is not a dependency of ssal
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -28,12 +29,13 @@ import torch
 from torch import nn
 
 from .architecture import SSALModel
-from .attack import eval_mode
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json
-from .predict import input_size
+from .models import create_model
+from .models.zoo import split_name, tv_builder_options
 from .prediction import joint_probability, main_probability
 from .runs import RunInfo
+from .runtime import class_names, eval_mode, input_size
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -86,13 +88,12 @@ def output_names(info: RunInfo) -> list[str]:
 
 
 def _metadata(info: RunInfo, fmt: str, mode: str) -> dict[str, Any]:
-    names = info.class_names or [str(c) for c in range(info.num_classes)]
     return {
         "format": fmt,
         "mode": mode,
         "input": {"name": "image", "shape": ["batch", *input_size(info)], "range": [0.0, 1.0]},
         "outputs": output_names(info),
-        "class_names": list(names),
+        "class_names": class_names(info),
         "groupings": {n: list(g.assignment) for n, g in zip(info.model.branch_names, info.groupings, strict=True)},
         "eta": list(info.eta),
         "run_dir": str(info.paths.root),
@@ -124,8 +125,6 @@ def _export_onnx(wrapper: nn.Module, x: torch.Tensor, path: Path, outputs: list[
 
 def builder_call(info: RunInfo) -> tuple[str, dict[str, Any]]:
     """The code line that builds the run's plain backbone f, and the builder options it takes."""
-    from .models.zoo import split_name, tv_builder_options
-
     m = info.config.model
     src, base = split_name(m.name)
     opts = dict(m.options)
@@ -150,7 +149,7 @@ def export_state_dict(info: RunInfo, out: str | os.PathLike) -> Path:
         "model": info.config.model.name,
         "options": opts,
         "num_classes": info.num_classes,
-        "class_names": list(info.class_names or [str(c) for c in range(info.num_classes)]),
+        "class_names": class_names(info),
         "input_size": list(input_size(info)),
         "mean": [round(v, 6) for v in info.model.mean.flatten().tolist()] if info.model.normalize else None,
         "std": [round(v, 6) for v in info.model.std.flatten().tolist()] if info.model.normalize else None,
@@ -165,10 +164,6 @@ def export_state_dict(info: RunInfo, out: str | os.PathLike) -> Path:
 
 def load_exported_state_dict(path: str | os.PathLike) -> nn.Module:
     """Rebuild the plain model of a ``state_dict`` export from its JSON metadata (eval mode, strict loading)."""
-    import json
-
-    from .models import create_model
-
     path = Path(path)
     side = path.with_name(path.name + ".json")
     if not side.is_file():

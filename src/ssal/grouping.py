@@ -30,6 +30,7 @@ __all__ = [
     "distance_matrix",
     "group_from_confusion",
     "group_from_superclasses",
+    "load_confusion",
     "random_grouping",
     "refine_swaps",
     "validate_confusion",
@@ -693,6 +694,21 @@ def within_group_distance(distance: np.ndarray, gamma: Sequence[int]) -> float:
 
 
 # --- sources of groupings ------------------------------------------------------------------------
+def load_confusion(path: str | os.PathLike) -> np.ndarray:
+    """A C x C confusion matrix from .npy (memory-mapped, no pickle) or a text/CSV file; SSALError naming the file."""
+    p = Path(path)
+    hint = "(make one with `ssal confusion RUN_DIR`)"
+    if not p.is_file():
+        raise SSALError(f"confusion matrix not found: {p} {hint}")
+    try:
+        if p.suffix in (".csv", ".txt"):
+            return np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
+        return np.load(p, mmap_mode="r", allow_pickle=False)  # read tile by tile (C = 10,000 is 800 MB)
+    except (ValueError, OSError, EOFError) as e:  # numpy's text for a non-.npy file suggests loading unsafely
+        what = "not a NumPy .npy array file" if "pickle" in str(e) else str(e).splitlines()[0]
+        raise SSALError(f"cannot read confusion matrix {p}: {what} {hint}") from None
+
+
 def group_from_confusion(
     confusion: Any,
     k: int,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_has_fast_bf16", "parse_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "cpu_has_fast_bf16", "resolve_precision"]
 
+#: ``trainer.precision`` choices (Lightning's names; ``auto`` is resolved by ``resolve_precision``).
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -38,24 +39,3 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str:
     if use_gpu:
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
-
-
-def parse_device(name: str | None) -> torch.device | None:
-    """The device of a ``--device`` option (None stays None); ``SSALError`` for a bad name or a missing device."""
-    from .errors import SSALError
-
-    if name is None:
-        return None
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise SSALError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SSALError(f"--device {name}: no CUDA device on this machine; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SSALError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SSALError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise SSALError(f"--device {name}: ssal runs on cpu, cuda or mps")
-    return dev

@@ -21,6 +21,8 @@ The output layer (an FC with one unit per group) is always appended. Example: th
 AuxNet1 of supplementary Table 7 is ``conv128k5s2-conv128-incE-gap``; ``ln-gap`` is the default head on tokens
 (norm, mean of the patch tokens, linear) and ``tfm-ln-cls`` one with a transformer block.
 
+A spec may also be the name of one of the paper's auxiliary networks (``AUXNETS``, e.g. ``tiny_auxnet1``).
+
 Convolutional heads need a map (B, C, H, W): a channels-last map (B, H, W, C) is permuted, and patch tokens are
 laid out on their square grid, before the first layer (``build_head(..., layout=...)``).
 """
@@ -37,6 +39,7 @@ from .errors import SSALError
 from .features import Layout
 
 __all__ = [
+    "AUXNETS",
     "DEFAULT_HEAD",
     "DEFAULT_TOKEN_HEAD",
     "ConvBNReLU",
@@ -63,6 +66,47 @@ _TFM = re.compile(r"^tfm(\d+)?$")
 
 #: The default head on token sequences: LayerNorm, mean of the patch tokens, linear.
 DEFAULT_TOKEN_HEAD = "ln-gap"
+
+#: The paper's auxiliary networks (supplementary Sec. C, Tables 6-10) by name, usable wherever a head spec is.
+#: ``incE0.3`` is an AuxInceptionE block (supp. Fig. 1c) with every Inception-v3 width scaled by 0.3. Where the
+#: paper under-specifies a head (widths of the Inception-like blocks, a hidden FC) the choice is written next to it
+#: and in ``docs/parameters.md``; widths were tuned so that the parameter counts match the paper's Tables 1-3
+#: (``python -m ssal.models.params``).
+AUXNETS: dict[str, str] = {
+    # Tiny ImageNet ResNet-18 (supp. Table 6), exactly as in the table: 2x conv3x3-128, 2x conv3x3-256, GAP,
+    # FC-256 (AuxNet1); AuxNet2 drops the 128 convs. AuxNet1 is also the head of the paper's Fig. 2 ablation.
+    "tiny_auxnet1": "conv128-conv128-conv256-conv256-gap-fc256",
+    "tiny_auxnet2": "conv256-conv256-gap-fc256",
+    # ResNet-18, CIFAR100 (paper Sec. 4.2, Table 1): "two convolutional layers with batch-normalization and ReLU
+    # followed by an inception-like layer, global average pooling and a linear output layer". Choice: the CIFAR
+    # AuxNet1/AuxNet2 convs of supp. Table 7/8 (5x5 stride 2 on the 32x32 map, 5x5 on the 16x16 map) and an
+    # AuxInceptionE at 0.3 width.
+    "resnet18_cifar_g1": "conv128k5s2-conv128-incE0.3-gap",
+    "resnet18_cifar_g2": "conv128k5-conv128-incE0.3-gap",
+    # ResNet-50, CIFAR100 (supp. Table 7). Reading of the merged table cells: AuxConv2 (3x3-128) and AuxConv3
+    # (AuxInceptionE) are shared by all three. Choice: AuxInceptionE width 0.3 (Table 1: 25.07M with one branch,
+    # 28.89M with three).
+    "resnet50_cifar_auxnet1": "conv128k5s2-conv128-incE0.3-gap",
+    "resnet50_cifar_auxnet2": "conv128k5-conv128-incE0.3-gap",
+    "resnet50_cifar_auxnet3": "conv128-conv128-incE0.3-gap",
+    # SE-WRN 16-8, CIFAR100 (supp. Table 8). Choice: AuxInceptionE width 0.4 (Table 3: 14.9M).
+    "sewrn_auxnet1": "conv128k5s2-conv128-incE0.4-gap",
+    "sewrn_auxnet2": "conv128k5-conv128-gap-fc768",
+    "sewrn_auxnet3": "conv128-conv128-incE0.4-gap",
+    # WRN 28-10 and DenseNet-BC, CIFAR100 (supp. Table 9). AuxConv2 is read as 3x3-256 (AuxNet1 and AuxNet3),
+    # AuxConv3 as two AuxInceptionE blocks of which the second has twice the channels of the first (the table's
+    # footnote). Choice: widths 0.15 / 0.3 (AuxNet1) and 0.35 / 0.7 (AuxNet3), from Table 1 (WRN 28-10: 38.19M
+    # with AuxNet1 alone, 43.25M with all three).
+    "wrn_auxnet1": "conv128k5s2-conv128-conv256-incE0.15-incE0.3-gap",
+    "wrn_auxnet2": "conv128k5-conv128-gap-fc768",
+    "wrn_auxnet3": "conv128-conv128-conv256-incE0.35-incE0.7-gap",
+    # ResNet-50, ImageNet (supp. Table 10). Reading of the merged cells: AuxNet1 = conv3x3-256/2, C, D, E;
+    # AuxNet2 = C, D, E; AuxNet3 = C, E (all end on a 14x14 map). The paper gives no parameter count: choice of
+    # half-width Inception blocks (about 7.3M in total).
+    "imagenet_auxnet1": "conv256s2-incC0.5-incD0.5-incE0.5-gap",
+    "imagenet_auxnet2": "incC0.5-incD0.5-incE0.5-gap",
+    "imagenet_auxnet3": "incC0.5-incE0.5-gap",
+}
 
 
 class ConvBNReLU(nn.Sequential):
@@ -216,7 +260,8 @@ _INCEPTION = {"C": InceptionC, "D": InceptionD, "E": InceptionE}
 
 
 def parse_head(spec: str | Sequence[str]) -> list[str]:
-    """Split and validate a head spec; returns its tokens."""
+    """Split and validate a head spec (or the name of one of ``AUXNETS``); returns its tokens."""
+    spec = AUXNETS.get(spec, spec) if isinstance(spec, str) else spec
     tokens = spec.split("-") if isinstance(spec, str) else [str(t) for t in spec]
     tokens = [t.strip() for t in tokens if t.strip()]
     for t in tokens:
@@ -230,7 +275,7 @@ def parse_head(spec: str | Sequence[str]) -> list[str]:
         ):
             raise SSALError(
                 f"unknown head token {t!r}; use convC[kK][sS], incC|incD|incE[width], maxpool, avgpool, gap, fcN, "
-                "dropP, or on tokens ln, tfm[H], cls"
+                "dropP, or on tokens ln, tfm[H], cls; or a paper AuxNet name (ssal.heads.AUXNETS)"
             )
     return tokens
 

@@ -53,7 +53,7 @@ class SSALLoss(nn.Module):
         gs = as_gammas(gammas)
         weights = [float(aux_weights)] * len(gs) if isinstance(aux_weights, (int, float)) else list(aux_weights)
         if len(weights) != len(gs):
-            raise SSALError(f"{len(weights)} aux weights given for {len(gs)} branches")
+            raise SSALError(f"ssal.aux_weights has {len(weights)} values for {len(gs)} branches")
         if not 0.0 <= label_smoothing < 1.0:
             raise SSALError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.main_weight, self.aux_weights, self.label_smoothing = (

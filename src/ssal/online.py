@@ -33,8 +33,8 @@ __all__ = ["ONLINE_SOURCES", "OnlineGrouping", "validation_confusion", "weight_s
 
 log = logging.getLogger(__name__)
 
-#: ``ssal.groupings`` values whose groups are made during training.
-ONLINE_SOURCES = ("online", "weights")
+#: ``ssal.groupings`` values whose groups are made during training (``probe``: at step 0, see ``ssal.probe``).
+ONLINE_SOURCES = ("online", "weights", "probe")
 
 
 @torch.no_grad()
@@ -87,7 +87,8 @@ class OnlineGrouping(L.Callback):
 
     Args:
         branches: the branch configs ({at, k, ...}) in model order.
-        source: ``online`` (validation confusion of f) or ``weights`` (similarity of f's class weights).
+        source: ``online`` (validation confusion of f), ``weights`` (similarity of f's class weights) or ``probe``
+            (a linear probe on f's frozen features, before the first step: ``group_epoch`` and ``regroup_every`` 0).
         group_epoch: epochs of main-only training before the groups exist (a float).
         regroup_every: epochs between later recomputations (0: never).
         criterion, seed, refine, size_margin: how the balanced clustering groups (``group_from_confusion``).
@@ -109,6 +110,8 @@ class OnlineGrouping(L.Callback):
         class_names: list[str] | None = None,
     ) -> None:
         self.branches, self.source = branches, source
+        if source == "probe":  # the probe's groups exist before step 1, made once
+            group_epoch, regroup_every = 0.0, 0.0
         self.group_epoch, self.regroup_every = float(group_epoch), float(regroup_every)
         self.criterion, self.seed, self.refine, self.size_margin = criterion, seed, refine, size_margin
         self.paths, self.class_names = paths, class_names
@@ -179,6 +182,13 @@ class OnlineGrouping(L.Callback):
             acc = float(np.trace(conf) / max(conf.sum(), 1.0))
             info["val_f_top1"] = round(100.0 * acc, 2)
             src = f"online:val-confusion@epoch{epoch:.2f}"
+        elif self.source == "probe":
+            from .probe import run_probe
+
+            conf, flops, probe_info = run_probe(trainer, pl_module)
+            self.pass_flops += int(flops)
+            info.update(probe_info)
+            src = "probe"
         else:
             conf = weight_similarity(model)
             src = f"online:class-weights@epoch{epoch:.2f}"
@@ -193,7 +203,8 @@ class OnlineGrouping(L.Callback):
         if trainer.is_global_zero and self.paths is not None:
             for i, g in enumerate(gs):
                 g.save(self.paths.grouping(i))
-            what = "f's validation confusion" if self.source == "online" else "f's class weights"
+            names = {"online": "f's validation confusion", "probe": "a linear probe"}
+            what = names.get(self.source, "f's class weights")
             ks = ",".join(str(g.k) for g in gs)
             log.info("epoch %.2f: %d online grouping(s) from %s (%s, k=%s)", epoch, len(gs), what, self.criterion, ks)
         return gs

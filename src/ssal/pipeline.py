@@ -5,7 +5,7 @@ Layout of a pipeline directory::
 
     OUT/baseline/            run directory of the baseline (no branches), with confusion.npy/.png
     OUT/<variant or ssal>/   run directory of each SSAL model (groupings from the baseline's confusion, or, with
-                             ssal.groupings=online / weights, made in the SSAL run itself: one pass)
+                             ssal.groupings=online / weights / probe, made in the SSAL run itself: one pass)
     OUT/report.md            table of +TR / +JP / +LC, parameters, wall time; the plot below
     OUT/val_accuracy.png     validation top-1 per epoch: baseline f vs SSAL f and +JP
     OUT/metrics.csv          every run's metrics.csv, one row per (run, epoch)
@@ -147,6 +147,8 @@ def _groups(r: PipelineRun) -> str:
     from .build import branch_configs
 
     ks = "/".join(str(b.get("k", "?")) for b in branch_configs(info))
+    if info.ssal.groupings == "probe":
+        return f"{ks} {info.ssal.criterion}, linear probe before training"
     if info.ssal.groupings in ONLINE_SOURCES:
         return f"{ks} {info.ssal.criterion}, {info.ssal.groupings} @ epoch {info.ssal.group_epoch:g}"
     return f"{ks} {info.ssal.criterion}" if info.ssal.groupings == "confusion" else f"{ks} {info.ssal.groupings}"

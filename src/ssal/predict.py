@@ -1,17 +1,16 @@
 """Interpretable predictions of a trained run (paper Sec. 4.5): +JP and +TR top-K, and for every branch g_i
 the predicted group, its probability and the names of the classes in it ("labels within predicted SSAL groups").
 
-Images are read with Pillow and resized the way the run's data set expects (``image_transform``), giving
-pixels in [0, 1]; the model normalises inside.
+Images are read by ``ssal.runtime`` (pixels in [0, 1], sized as the run's data set expects); the model normalises
+inside.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,25 +18,18 @@ import torch
 from .errors import SSALError
 from .prediction import joint_probability, main_probability
 from .runs import RunInfo
+from .runtime import class_names, eval_mode, image_transform, load_image
 
 __all__ = [
-    "DATASET_INPUT_SIZES",
-    "IMAGE_SUFFIXES",
     "BranchPrediction",
     "ClassScore",
     "ImagePrediction",
-    "expand_image_paths",
     "format_prediction",
-    "image_transform",
-    "input_size",
-    "load_image",
     "predict_images",
     "predict_tensor",
 ]
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -78,83 +70,7 @@ class ImagePrediction:
         return {**asdict(self), "disagree": self.disagree}
 
 
-#: Image size (C, H, W) of the built-in small-image data sets (what a model trained on them sees).
-DATASET_INPUT_SIZES = {
-    "cifar100": (3, 32, 32),
-    "cifar100_mini": (3, 32, 32),
-    "digits": (3, 16, 16),
-    "tinyimagenet": (3, 64, 64),
-}
-
-
-# --- images -----------------------------------------------------------------------------------------
-def input_size(info: RunInfo) -> tuple[int, int, int]:
-    """(C, H, W) the run's model was trained on: its data set's native size, else the model's registered size."""
-    return DATASET_INPUT_SIZES.get(info.config.data.name, tuple(info.model.input_size))
-
-
-def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
-    """PIL image -> float tensor (3, H, W) in [0, 1], resized as the run's data set expects.
-
-    Small-image data sets (CIFAR, digits, Tiny ImageNet): resize to the data set's native size.
-    ImageNet-like folder data (or inputs of 224 pixels and more): resize the short side to 256/224 of the input
-    size (or what the model's weights say, ``ssal.build.input_geometry``), then center-crop (the paper's evaluation
-    transform, Resize 256 + CenterCrop 224).
-    """
-    from torchvision.transforms import functional as TF
-
-    from .build import input_geometry
-
-    _, h, w = input_size(info)
-    crop = info.config.data.name == "folder" or min(h, w) >= 224
-    folder_model = info.config.data.name == "folder" and getattr(info.config, "model", None) is not None
-    resize = input_geometry(info.config)[1] if folder_model else None
-    resize = resize or round(min(h, w) * 256 / 224)
-
-    def transform(img: Any) -> torch.Tensor:
-        img = img.convert("RGB")
-        if crop:  # short side to 256/224 of the input size (or the weights' crop fraction), then the central crop
-            return TF.to_tensor(TF.center_crop(TF.resize(img, resize), [h, w]))
-        return TF.to_tensor(TF.resize(img, [h, w]))
-
-    return transform
-
-
-def load_image(path: str | os.PathLike, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
-    """Read one PNG/JPEG file and apply ``transform``; an unreadable file raises ``SSALError`` naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise SSALError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return transform(img)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise SSALError(f"{path}: cannot read image ({str(e).splitlines()[0][:120]})") from None
-
-
-def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files stay as given; folders expand to their PNG/JPEG files (sorted, not recursive)."""
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                log.warning("%s: folder has no .png/.jpg/.jpeg files", p)
-            out += found
-        else:
-            out.append(p)
-    return out
-
-
 # --- predictions ------------------------------------------------------------------------------------
-def _names(info: RunInfo) -> list[str]:
-    return list(info.class_names) if info.class_names else [str(c) for c in range(info.num_classes)]
-
-
 def _topk(probs: torch.Tensor, k: int, names: Sequence[str]) -> list[ClassScore]:
     p, idx = probs.topk(min(k, probs.numel()))
     return [ClassScore(int(i), names[int(i)], float(v)) for v, i in zip(p, idx, strict=True)]
@@ -169,12 +85,9 @@ def predict_tensor(info: RunInfo, x: torch.Tensor, top: int = 5) -> list[dict[st
     """
     if top < 1:
         raise SSALError(f"--top must be at least 1, got {top}")
-    model, names = info.model, _names(info)
-    was_training = model.training
-    try:
-        out = model.eval()(x.to(next(model.parameters()).device), with_branches=True)
-    finally:
-        model.train(was_training)
+    model, names = info.model, class_names(info)
+    with eval_mode(model):
+        out = model(x.to(next(model.parameters()).device), with_branches=True)
     tr = main_probability(out).cpu()
     jp = joint_probability(out, info.gammas, info.eta).cpu() if out.aux else tr
     rows = []

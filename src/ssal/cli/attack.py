@@ -43,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..attack import attack_batches, evaluate_attack, format_table, parse_eps, save_attack
     from ..errors import SSALError
-    from ..evaluation import default_device
-    from ..hardware import parse_device
     from ..runs import load_run
+    from ..runtime import default_device, parse_device
 
     eps = parse_eps(args.eps, "--eps")
     alpha = parse_eps(args.alpha, "--alpha")[0] if args.alpha is not None else None

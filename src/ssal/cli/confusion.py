@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     """Compute and save the confusion matrix."""
 
     from ..evaluation import run_confusion, save_confusion
-    from ..hardware import parse_device
     from ..runs import load_run
+    from ..runtime import parse_device
 
     parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint)

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the run, evaluate it, print and save the table."""
 
     from ..evaluation import evaluate_run, format_report, save_report
-    from ..hardware import parse_device
     from ..runs import load_run
+    from ..runtime import parse_device
 
     parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint)

@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the run (and baseline), write the figures; exit 2 if any image failed."""
     from ..explain import explain_images
-    from ..predict import expand_image_paths
     from ..runs import load_run
+    from ..runtime import expand_image_paths
 
     info = load_run(args.run_dir, args.checkpoint)
     baseline = load_run(args.baseline) if args.baseline else None

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import SSALError
     from ..export import export_run, load_exported_state_dict, max_difference, run_exported, ssal_outputs
-    from ..predict import input_size
     from ..runs import load_run
+    from ..runtime import input_size
 
     info = load_run(args.run_dir, args.checkpoint)
     path = export_run(info, args.out, args.fmt, args.mode)

@@ -8,10 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import SSALError
-from ..grouping import CRITERIA, Grouping, group_from_confusion, group_from_superclasses, random_grouping
+from ..grouping import (
+    CRITERIA,
+    Grouping,
+    group_from_confusion,
+    group_from_superclasses,
+    load_confusion,
+    random_grouping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_matrix(path: Path) -> np.ndarray:
-    """Read a confusion matrix from .npy (no pickle) or a text/CSV file."""
-    if not path.is_file():
-        raise SSALError(f"confusion matrix not found: {path}")
-    try:
-        if path.suffix == ".npy":  # memory-mapped: the grouping reads it tile by tile (C = 10,000 is 800 MB)
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
-    except (ValueError, OSError, EOFError) as e:
-        raise SSALError(f"cannot read confusion matrix {path}: {e}") from None
-
-
 def load_class_names(path: Path | None) -> list[str] | None:
     """Read class names, one per non-empty line."""
     if path is None:
@@ -106,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         if args.k is None:
             raise SSALError("--k is required with --confusion and --random")
         if args.confusion is not None:
-            conf = load_matrix(args.confusion)
+            conf = load_confusion(args.confusion)
             g = group_from_confusion(
                 conf,
                 args.k,

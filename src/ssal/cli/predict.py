@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the run, predict every image, print text or JSON; exit 2 if any file failed."""
     from ..errors import SSALError
-    from ..predict import expand_image_paths, format_prediction, predict_images
+    from ..predict import format_prediction, predict_images
     from ..runs import load_run
+    from ..runtime import expand_image_paths
 
     if args.top < 1:
         raise SSALError(f"--top must be at least 1, got {args.top}")

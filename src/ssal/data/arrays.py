@@ -11,20 +11,9 @@ from torch import Tensor
 
 from ..errors import SSALError
 
-__all__ = ["NORMALIZATION", "ImageArrays", "split_train_val"]
+__all__ = ["ImageArrays", "split_train_val", "stratified_split"]
 
 log = logging.getLogger(__name__)
-
-#: Per-channel pixel mean and std (of pixels in [0, 1]) of each data set's training images. CIFAR-100 values are the
-#: widely quoted ones and are checked against ``train.npz`` in the tests; digits were computed on all 1797 images
-#: (grey, so the three channels agree); Tiny ImageNet and ImageNet are the commonly used constants.
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "cifar100_mini": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "digits": ((0.3053, 0.3053, 0.3053), (0.3759, 0.3759, 0.3759)),
-    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
 
 
 @dataclass(eq=False)

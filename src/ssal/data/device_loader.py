@@ -4,19 +4,16 @@ index into it, and augmentation (random shift with reflect padding, horizontal f
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from ..errors import SSALError
 from .arrays import ImageArrays
+from .specs import AUGMENTATIONS
 
-__all__ = ["AUGMENTATIONS", "DeviceLoader", "augment_batch", "gather_augmented"]
-
-#: "cifar": random shift + horizontal flip (paper Sec. 4 / the authors' code); "shift": shift only (digits);
-#: "none": no augmentation.
-AUGMENTATIONS: tuple[str, ...] = ("cifar", "shift", "none")
+__all__ = ["DeviceLoader", "augment_batch", "gather_augmented"]
 
 
 def _reflect(idx: Tensor, n: int) -> Tensor:
@@ -67,8 +64,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class DeviceLoader:
-    """Iterates ``(x, y)`` batches of an ``ImageArrays`` kept on ``device``: x float (B, 3, H, W) in [0, 1]
-    (or normalised with ``mean``/``std``), y int64 (B,).
+    """Iterates ``(x, y)`` batches of an ``ImageArrays`` kept on ``device``: x float32 (B, 3, H, W) in [0, 1]
+    (the model normalises), y int64 (B,).
 
     Training: every epoch draws one seeded permutation (identical on every rank) plus per-sample shifts/flips;
     rank r takes positions r::world_size of it, so shards are disjoint and equally long (the epoch is cut to a
@@ -90,22 +87,17 @@ class DeviceLoader:
         world_size: int = 1,
         drop_last: bool | None = None,
         channels_last: bool = False,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        dtype: torch.dtype = torch.float32,
     ) -> None:
-        _check_options(data, batch_size, augment, max_shift, rank, world_size, mean, std)
+        _check_options(data, batch_size, augment, max_shift, rank, world_size)
         self.data, self.batch_size, self.train = data, int(batch_size), bool(train)
         self.augment, self.max_shift, self.seed = augment, int(max_shift), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
-        self.channels_last, self.dtype = bool(channels_last), dtype
+        self.channels_last = bool(channels_last)
         self._layout = torch.channels_last if self.channels_last else torch.contiguous_format
         self.device = torch.device(device)
         self._images = data.images.to(self.device).contiguous()  # (N, C, H, W) uint8, stored once
         self._labels = data.labels.to(self.device)
-        self._mean = None if mean is None else torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self._std = None if std is None else torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.epoch, self._start_batch = 0, 0
 
     # ------------------------------------------------------------------ sizes
@@ -183,17 +175,10 @@ class DeviceLoader:
             idx = order[lo:hi]
             sh, fl = None if shifts is None else shifts[lo:hi], None if flips is None else flips[lo:hi]
             x = gather_augmented(self._images, idx, sh, fl, self._layout)  # uint8, already in the final layout
-            yield self._to_float(x), self._labels[idx]
-
-    def _to_float(self, x: Tensor) -> Tensor:
-        """uint8 (B, C, H, W) -> ``dtype`` in [0, 1], normalised if mean/std were given, in the chosen layout."""
-        x = x.to(self.dtype).div_(255.0)  # keeps the memory format
-        if self._mean is not None:
-            x = x.sub_(self._mean).div_(self._std)
-        return x
+            yield x.float().div_(255.0), self._labels[idx]  # float32 in [0, 1], same memory format
 
 
-def _check_options(data, batch_size, augment, max_shift, rank, world_size, mean, std) -> None:
+def _check_options(data, batch_size, augment, max_shift, rank, world_size) -> None:
     """SSALError for any option DeviceLoader cannot honour."""
     if not isinstance(data, ImageArrays):
         raise SSALError(f"DeviceLoader needs ImageArrays, got {type(data).__name__}")
@@ -206,8 +191,3 @@ def _check_options(data, batch_size, augment, max_shift, rank, world_size, mean,
         raise SSALError(f"max_shift must be in [0, {min(h, w) - 1}] for {h}x{w} images, got {max_shift}")
     if not 0 <= int(rank) < int(world_size):
         raise SSALError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    for what, v in (("mean", mean), ("std", std)):
-        if v is not None and len(v) != data.image_size[0]:
-            raise SSALError(f"{what} needs {data.image_size[0]} values (one per channel), got {len(v)}")
-    if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
-        raise SSALError("mean and std must be given together, with std > 0")

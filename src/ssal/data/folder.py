@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import SSALError
@@ -61,8 +64,6 @@ def class_folders(folder: str | os.PathLike) -> list[str]:
 
 def _decode(path: str) -> Any:
     """Open an image as RGB; a file that cannot be decoded is an ``SSALError`` naming it."""
-    from PIL import Image
-
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
@@ -140,8 +141,6 @@ def check_images(folder: str | os.PathLike, limit: int = 5) -> None:
 
 def _image_problem(path: str) -> str | None:
     """Why the image at ``path`` cannot be used, or None."""
-    from PIL import Image
-
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -234,10 +233,6 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
 
 def _seed_worker(worker_id: int) -> None:
     """Seed a worker's torch, NumPy and Python RNGs (the augmentation) from (seed, epoch, rank, worker id)."""
-    import random
-
-    import numpy as np
-
     ds = torch.utils.data.get_worker_info().dataset
     seed, rank = getattr(ds, "ssal_seed", (0, 0))
     s = (((seed * 1_000_003 + getattr(ds, "ssal_epoch", 0)) * 1_009 + rank) * 257 + worker_id) % 2**32

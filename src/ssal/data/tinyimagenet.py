@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from ..errors import SSALError
-from ..io import atomic_write
 from .arrays import ImageArrays
 
 __all__ = ["load_tinyimagenet"]
@@ -72,9 +73,6 @@ def _file_list(root: Path, split: str, index: dict[str, int]) -> list[tuple[Path
 
 def _decode(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Decode every image to RGB uint8 (N, 64, 64, 3) (resized if needed); SSALError names a bad file."""
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
-
     images = np.empty((len(files), SIZE, SIZE, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tqdm(files, desc="decoding Tiny ImageNet", unit="img", disable=None)):
         try:
@@ -88,30 +86,15 @@ def _decode(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
     return images, np.array([label for _, label in files], dtype=np.int64)
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
-        np.savez(f, **arrays)
-
-
-def load_tinyimagenet(root: Path, split: str, cache_dir: Path | None = None) -> ImageArrays:
-    """Tiny ImageNet ``split`` ("train" or "test" = official val) as uint8 (N, 3, 64, 64) with 200 class names.
-
-    With ``cache_dir`` the decoded arrays are stored there once (``tinyimagenet_<split>.npz``) and reused.
-    """
+def load_tinyimagenet(root: Path, split: str) -> ImageArrays:
+    """Tiny ImageNet ``split`` ("train" or "test" = official val) as uint8 (N, 3, 64, 64) with 200 class names."""
     root = _find_root(root)
     wnids = sorted(_read_lines(root / "wnids.txt"))
     index = {w: i for i, w in enumerate(wnids)}
-    cache = Path(cache_dir) / f"tinyimagenet_{split}.npz" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
-    else:
-        files = _file_list(root, split, index)
-        if not files:
-            raise SSALError(f"tinyimagenet: no images found for split {split!r} in {root}")
-        images, labels = _decode(files)
-        if cache is not None:
-            atomic_write(cache, lambda p: _save_npz(p, images=images, labels=labels))
+    files = _file_list(root, split, index)
+    if not files:
+        raise SSALError(f"tinyimagenet: no images found for split {split!r} in {root}")
+    images, labels = _decode(files)
     log.info("loaded tinyimagenet %s: %d images from %s", split, len(labels), root)
     chw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     return ImageArrays(chw, torch.from_numpy(labels), _class_names(root, wnids), name="tinyimagenet")

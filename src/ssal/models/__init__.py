@@ -12,6 +12,7 @@ from .joint import JointOutputNet
 from .registry import (
     ModelEntry,
     build_branches,
+    check_branch,
     create_model,
     list_models,
     model_entry,
@@ -26,6 +27,7 @@ __all__ = [
     "JointOutputNet",
     "ModelEntry",
     "build_branches",
+    "check_branch",
     "create_model",
     "list_models",
     "model_entry",

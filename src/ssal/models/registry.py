@@ -19,11 +19,14 @@ from torch import nn
 from ..architecture import Branch, SSALModel
 from ..errors import SSALError
 from ..grouping import Grouping, random_grouping
+from .zoo import create_zoo_backbone, is_zoo_name, load_backbone_weights, zoo_weights_info
 
 __all__ = [
+    "BRANCH_KEYS",
     "BranchConfig",
     "ModelEntry",
     "build_branches",
+    "check_branch",
     "create_model",
     "list_models",
     "model_entry",
@@ -35,6 +38,7 @@ __all__ = [
 
 Builder = Callable[..., nn.Module]
 BranchConfig = Mapping[str, Any]  # {"at": "g2", "k": 20, "head": "conv128-gap", "name": "g1"}
+BRANCH_KEYS = ("at", "k", "head", "name", "layout")
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,6 @@ def list_models() -> list[str]:
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; unknown names raise ``SSALError`` listing the valid ones."""
-    from .zoo import is_zoo_name
-
     if is_zoo_name(name):
         raise SSALError(f"{name} is a torchvision/timm model, not a registered one")
     try:
@@ -98,8 +100,6 @@ def model_entry(name: str) -> ModelEntry:
 
 def model_input_size(name: str, options: Mapping[str, Any] | None = None) -> tuple[int, int, int]:
     """The native input size (C, H, W) of a model: registered, or its weights' (torchvision/timm, default 224)."""
-    from .zoo import is_zoo_name, zoo_weights_info
-
     if is_zoo_name(name):
         return zoo_weights_info(name, options).input_size or (3, 224, 224)
     return model_entry(name).input_size
@@ -117,8 +117,6 @@ def paper_branches(name: str, num_classes: int | None = None) -> list[dict[str, 
 
     With ``num_classes`` different from the paper's data set, the group counts scale with C (``scale_groups``).
     """
-    from .zoo import is_zoo_name
-
     if is_zoo_name(name):
         raise SSALError(
             f"ssal.branches=paper is defined for the paper's models only; for {name} list the branches, "
@@ -137,19 +135,26 @@ def _placeholder(num_classes: int, k: int, seed: int) -> Grouping:
     return dataclasses.replace(g, source="placeholder")
 
 
+def check_branch(i: int, cfg: Any, need_k: bool = True) -> dict[str, Any]:
+    """Branch ``i``'s config as a dict, checked: a mapping with ``at`` (and ``k`` if ``need_k``), no other keys."""
+    if not isinstance(cfg, Mapping):
+        raise SSALError(f"ssal.branches[{i}] must be a mapping like {{at: g2, k: 20, head: conv128-gap}}, got {cfg!r}")
+    unknown = [key for key in cfg if key not in BRANCH_KEYS]
+    if unknown:
+        raise SSALError(
+            f"ssal.branches[{i}] has unknown key(s) {unknown} (allowed: {', '.join(BRANCH_KEYS)}; "
+            "in YAML flow style write 'at: g2' with a space after the colon)"
+        )
+    if "at" not in cfg or (need_k and "k" not in cfg):
+        raise SSALError(f"ssal.branches[{i}] needs 'at' (attach point) and 'k' (number of groups), got {dict(cfg)}")
+    return dict(cfg)
+
+
 def _branch_from_config(i: int, cfg: BranchConfig | Branch, num_classes: int, grouping: Grouping | None) -> Branch:
     if isinstance(cfg, Branch):
         return cfg if grouping is None else dataclasses.replace(cfg, grouping=grouping)
-    if not isinstance(cfg, Mapping):
-        raise SSALError(f"branch {i}: expected a dict with keys at, k, head, name or an ssal.Branch, got {cfg!r}")
-    unknown = set(cfg) - {"at", "k", "head", "name", "layout"}
-    if unknown:
-        raise SSALError(f"branch {i}: unknown keys {sorted(unknown)}; allowed: at, k, head, name, layout")
-    if "at" not in cfg:
-        raise SSALError(f"branch {i}: missing the attach point 'at'")
+    cfg = check_branch(i, cfg, need_k=grouping is None)
     if grouping is None:
-        if "k" not in cfg:
-            raise SSALError(f"branch {i}: give the number of groups 'k' or a grouping")
         grouping = _placeholder(num_classes, int(cfg["k"]), seed=i)
     return Branch(str(cfg["at"]), grouping, cfg.get("head"), cfg.get("name"), cfg.get("layout"))
 
@@ -215,8 +220,6 @@ def create_model(
         load_weights: False builds the architecture ``pretrained`` implies without loading any weights.
         options: builder options of the architecture (e.g. ``dropout``; torchvision/timm keyword arguments).
     """
-    from .zoo import create_zoo_backbone, is_zoo_name, load_backbone_weights
-
     if int(num_classes) < 2:
         raise SSALError(f"num_classes must be at least 2, got {num_classes}")
     if is_zoo_name(name):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import SSALError
+from ..features import classifier_names
 
 __all__ = [
     "SOURCES",
@@ -368,8 +369,6 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike, name: str =
     Every weight must match by name and shape, except the classifier's (``ssal.features.classifier_names``),
     which keeps its fresh initialisation when its class count differs (fine-tuning on another data set).
     """
-    from ..features import classifier_names
-
     state, meta = read_weights_file(path)
     own = model.state_dict()
     heads = tuple(f"{c}." for c in classifier_names(model))

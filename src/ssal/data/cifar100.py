@@ -1,11 +1,15 @@
-"""The official ``cifar-100-python`` folder (files ``train``, ``test``, ``meta``: Python pickles, as torchvision
-downloads them), read with a restricted unpickler that can only rebuild NumPy arrays and plain containers."""
+"""CIFAR-100 in its two on-disk forms, read into ``ImageArrays``: the NumPy folder (``train.npz``/``test.npz``/
+``meta.json``, and ``mini_*.npz`` for ``cifar100_mini``) and the official ``cifar-100-python`` folder (Python pickles
+``train``, ``test``, ``meta`` as torchvision downloads them), the latter read with a restricted unpickler that can
+only rebuild NumPy arrays and plain containers."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import torch
 from ..errors import SSALError
 from .arrays import ImageArrays
 
-__all__ = ["SafeUnpickler", "download_cifar100", "find_official_cifar100", "load_cifar100_official", "safe_load"]
+__all__ = ["SafeUnpickler", "download_cifar100", "load_cifar100", "load_cifar100_mini", "safe_load"]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +93,6 @@ def _names(values: Any) -> list[str]:
 
 def load_cifar100_official(folder: Path, split: str) -> ImageArrays:
     """CIFAR-100 from the official pickles: ``data`` uint8 (N, 3072) = (N, 3, 32, 32) CHW, fine/coarse labels."""
-    from .sources import cifar_arrays
-
     meta_raw = safe_load(folder / "meta")
     fine_names = _names(_get(meta_raw, "fine_label_names", folder / "meta"))
     coarse_names = _names(_get(meta_raw, "coarse_label_names", folder / "meta"))
@@ -130,3 +132,88 @@ def download_cifar100(root: str | Path) -> Path:
     except (OSError, RuntimeError) as e:
         raise SSALError(f"could not download CIFAR-100 into {root}: {e}") from None
     return root / OFFICIAL_DIR
+
+
+# --------------------------------------------------------------------------------------------- NumPy folder
+
+
+def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Read ``keys`` from an .npz without pickle; SSALError for a missing, corrupt or incomplete file."""
+    if not path.is_file():
+        raise SSALError(f"missing data file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise SSALError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(z.files)})")
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise SSALError(f"{path}: corrupt or unreadable .npz file ({type(e).__name__}: {e})") from None
+
+
+def _read_meta(path: Path) -> dict:
+    """CIFAR-100 ``meta.json`` (fine/coarse names and fine_to_coarse)."""
+    if not path.is_file():
+        raise SSALError(f"missing metadata file {path}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        names, coarse, f2c = meta["fine_label_names"], meta["coarse_label_names"], meta["fine_to_coarse"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SSALError(f"{path}: corrupt metadata ({type(e).__name__}: {e})") from None
+    if len(names) != 100 or len(f2c) != 100:
+        raise SSALError(f"{path}: expected 100 fine label names and fine_to_coarse entries, got {len(names)}")
+    return {"fine_label_names": list(names), "coarse_label_names": list(coarse), "fine_to_coarse": list(f2c)}
+
+
+def _labels(values: np.ndarray | list, what: str) -> torch.Tensor:
+    """Labels as int64 (N,); SSALError for a non-integer or non-1-D array."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise SSALError(f"{what}: labels must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def cifar_arrays(images_chw: torch.Tensor, fine, coarse, meta: dict, name: str, what: str) -> ImageArrays:
+    """Validated CIFAR-100 ``ImageArrays`` from CHW uint8 images and fine/coarse label arrays."""
+    fine_t, coarse_t = _labels(fine, what), _labels(coarse, what)
+    if coarse_t.numel() and (int(coarse_t.min()) < 0 or int(coarse_t.max()) >= len(meta["coarse_label_names"])):
+        raise SSALError(f"{what}: coarse labels out of range [0, {len(meta['coarse_label_names'])})")
+    return ImageArrays(
+        images=images_chw,
+        labels=fine_t,
+        class_names=meta["fine_label_names"],
+        coarse_labels=coarse_t,
+        fine_to_coarse=[int(c) for c in meta["fine_to_coarse"]],
+        name=name,
+        coarse_class_names=meta["coarse_label_names"],
+    )
+
+
+def _load_npz(path: Path, meta_path: Path, name: str) -> ImageArrays:
+    """CIFAR-100 from the NumPy arrays (images uint8 (N, 32, 32, 3) HWC, fine_labels, coarse_labels)."""
+    arrays = _read_npz(path, ("images", "fine_labels", "coarse_labels"))
+    meta = _read_meta(meta_path)
+    images = arrays["images"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise SSALError(f"{path}: images must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    chw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    log.info("loaded %s: %d images from %s", name, chw.shape[0], path)
+    return cifar_arrays(chw, arrays["fine_labels"], arrays["coarse_labels"], meta, name, str(path))
+
+
+def load_cifar100(root: Path, split: str) -> ImageArrays:
+    """CIFAR-100 from the NumPy folder or the official pickle folder (``root`` or ``root/cifar-100-python``)."""
+    if (root / f"{split}.npz").is_file():
+        return _load_npz(root / f"{split}.npz", root / "meta.json", "cifar100")
+    official = find_official_cifar100(root)
+    if official is not None:
+        return load_cifar100_official(official, split)
+    raise SSALError(
+        f"cifar100: no CIFAR-100 in {root}: expected {split}.npz + meta.json (NumPy arrays) or the official "
+        "'cifar-100-python' folder with train/test/meta (ssal.data.download_cifar100 fetches it when online)"
+    )
+
+
+def load_cifar100_mini(root: Path, split: str) -> ImageArrays:
+    """The class-balanced CIFAR-100 subset of the NumPy folder (``mini_train.npz``/``mini_test.npz``)."""
+    return _load_npz(root / f"mini_{split}.npz", root / "meta.json", "cifar100_mini")
