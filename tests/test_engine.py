@@ -123,6 +123,32 @@ def test_train_writes_a_complete_run_dir(cifar100_dir: Path, tmp_path: Path) -> 
     assert float(rows[2]["wall_seconds"]) > float(rows[1]["wall_seconds"]) > 0
 
 
+def test_resume_takes_an_optional_run_dir_and_never_swallows_an_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import yaml
+
+    from ssal.cli import main
+
+    demo = str(REPO / "configs" / "demo.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "optim.lr=0.05").mkdir()  # a folder of that name does not make the word a run directory
+
+    def printed(*args: str) -> dict:
+        assert main(["train", *args, "--print-config"]) == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    cfg = printed("--config", demo, "--resume", "optim.lr=0.05", "seed=3")
+    assert cfg["optim"]["lr"] == 0.05 and cfg["seed"] == 3 and cfg["run_dir"] != "optim.lr=0.05"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "run_dir": "elsewhere"}))
+    assert printed("--resume", str(run), "seed=4")["run_dir"] == str(run)  # the config comes from RUN_DIR
+    assert printed("--config", demo, "--resume", str(run))["run_dir"] == str(run)  # RUN_DIR is the run resumed
+    assert main(["train", "--config", demo, "--resume", str(run), "run_dir=other"]) == 2
+    assert "two run directories" in capsys.readouterr().err
+
+
 def test_limit_train_batches_is_a_step_budget_with_a_full_schedule(tmp_path: Path) -> None:
     """A fraction of each epoch's batches: fewer steps, the schedule still ends at final_lr, every epoch validated."""
     from ssal.cli import main

@@ -15,7 +15,7 @@ from torch import nn
 from ssal import Branch, SSALModel
 from ssal.cli import main
 from ssal.config import load_config
-from ssal.engine import RunWriter, fit
+from ssal.engine import SSALTask, fit
 from ssal.errors import SSALError
 from ssal.grouping import random_grouping
 from ssal.online import weight_similarity
@@ -64,21 +64,21 @@ def test_checkpoint_before_group_epoch_is_refused_by_load_run(
 ) -> None:
     run = tmp_path / "run"
     cfg = load_config(MINI, [f"data.root={cifar100_dir}", f"run_dir={run}", *ONLINE[:1], "ssal.group_epoch=1.5"])
-    original = RunWriter.on_train_epoch_end
+    original = SSALTask.training_step
 
-    def crash_after_first_epoch(self, trainer, pl_module):  # noqa: ANN001, ANN202
-        original(self, trainer, pl_module)
-        if trainer.current_epoch == 0:
+    def crash_after_first_epoch(self, batch, batch_idx):  # noqa: ANN001, ANN202
+        if self.current_epoch == 1:
             raise RuntimeError("simulated crash after epoch 1")
+        return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(RunWriter, "on_train_epoch_end", crash_after_first_epoch)
+    monkeypatch.setattr(SSALTask, "training_step", crash_after_first_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(cfg)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["ssal"]["groupings_pending"] is True
     assert not (run / "groupings" / "g1.json").exists()
     with pytest.raises(SSALError, match="before the run's online groupings existed"):
         load_run(run, "last")
-    monkeypatch.setattr(RunWriter, "on_train_epoch_end", original)
+    monkeypatch.setattr(SSALTask, "training_step", original)
     fit(load_config(MINI, [f"data.root={cifar100_dir}", f"run_dir={run}", *ONLINE[:1], "ssal.group_epoch=1.5"]),
         resume=True)  # fmt: skip
     rows = read_metrics(run / "metrics.csv")

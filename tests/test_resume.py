@@ -11,6 +11,7 @@ from ssal import engine
 from ssal.config import load_config
 from ssal.data import DeviceLoader
 from ssal.engine import fit
+from ssal.engine import trainer as engine_trainer
 from ssal.runs import RunPaths, load_checkpoint, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,25 +55,26 @@ def _crash_mid_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _crash_after_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    write = engine.write_metrics
+    write = engine_trainer.write_metrics
 
     def write_metrics(path, rows):  # epoch 3's row is on disk, its checkpoint is not
         write(path, rows)
         if len(rows) == 3:
             raise Crash
 
-    monkeypatch.setattr(engine, "write_metrics", write_metrics)
+    monkeypatch.setattr(engine_trainer, "write_metrics", write_metrics)
 
 
 def _crash_between_best_and_last(monkeypatch: pytest.MonkeyPatch) -> None:
-    copy = engine.copy_atomic
+    save = engine_trainer.AtomicCheckpointIO.save_checkpoint
 
-    def copy_atomic(src, dst):  # epoch 3 improved: its best.ckpt is written, its last.ckpt not yet
-        if len(read_metrics(Path(dst).parents[1] / "metrics.csv")) == 3:
+    def save_checkpoint(self, checkpoint, path, storage_options=None):  # epoch 3 improved: best.ckpt written
+        if Path(path).name == "last.ckpt" and len(read_metrics(Path(path).parents[1] / "metrics.csv")) == 3:
+            assert Path(path).with_name("best.ckpt").stat().st_mtime_ns > Path(path).stat().st_mtime_ns
             raise Crash
-        return copy(src, dst)
+        return save(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(engine, "copy_atomic", copy_atomic)
+    monkeypatch.setattr(engine_trainer.AtomicCheckpointIO, "save_checkpoint", save_checkpoint)
 
 
 @pytest.mark.parametrize("crash", [_crash_mid_epoch, _crash_after_row, _crash_between_best_and_last])
@@ -123,3 +125,27 @@ def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Pat
             fit(cfg(tmp_path / "resumed"))
     fit(cfg(tmp_path / "resumed"), resume=True)
     assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_resume_keeps_the_best_score_of_a_moved_or_older_run(legacy: bool, uninterrupted: Path, tmp_path: Path) -> None:
+    """The best score comes back by value: from a run directory copied elsewhere, and from checkpoints that kept it
+    in the metrics writer's state; a worse epoch then leaves best.ckpt alone."""
+    import shutil
+
+    run = tmp_path / "moved"
+    shutil.copytree(uninterrupted, run)
+    last = RunPaths(run).last
+    ckpt = load_checkpoint(last)
+    best = next(k for k in ckpt["callbacks"] if k.startswith("BestCheckpoint"))
+    if legacy:
+        ckpt["callbacks"] = {"RunWriter": {"best": 1000.0, "wall": 1.0}}
+    else:
+        ckpt["callbacks"][best]["best_model_score"] = torch.tensor(1000.0, dtype=torch.float64)
+    torch.save(ckpt, last)
+    before = RunPaths(run).best.read_bytes()
+    fit(load_config(DEMO, [*ARGS, "trainer.epochs=4", f"run_dir={run}"]), resume=True)
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"] and float(rows[3]["jp_top1"]) < 1000
+    assert RunPaths(run).best.read_bytes() == before
+    assert load_checkpoint(RunPaths(run).last)["callbacks"][best]["best_model_score"] == 1000.0

@@ -122,7 +122,6 @@ class SSALModel(nn.Module):
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.input_size = tuple(int(s) for s in input_size)
-        self.branches_enabled = True
         self._aux_out: dict[str, torch.Tensor] | None = None
         modules = dict(backbone.named_modules())
         aliases = default_positions(backbone)
@@ -250,12 +249,12 @@ class SSALModel(nn.Module):
         """The names of the branches (g1, g2, ... unless given)."""
         return [b.name for b in self.branches]
 
-    def forward(self, x: torch.Tensor, with_branches: bool | None = None) -> SSALOutput:
-        """Main logits and, unless disabled, the logits of every branch (in branch order)."""
-        use = self.branches_enabled if with_branches is None else with_branches
+    def forward(self, x: torch.Tensor, with_branches: bool = True) -> SSALOutput:
+        """Main logits and the logits of every branch (in branch order); ``with_branches=False`` skips the branches
+        entirely (the paper's +TR: f alone)."""
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        if not use or len(self.branches) == 0:
+        if not with_branches or len(self.branches) == 0:
             return SSALOutput(_as_tensor(self.backbone(x), "the backbone"), ())
         self._aux_out = {}
         try:
@@ -264,13 +263,3 @@ class SSALModel(nn.Module):
         finally:
             self._aux_out = None
         return SSALOutput(main, aux)
-
-    def main_only(self) -> SSALModel:
-        """Switch to main-only mode (the paper's +TR): branches are skipped entirely. Returns self."""
-        self.branches_enabled = False
-        return self
-
-    def with_branches(self) -> SSALModel:
-        """Switch back to computing every branch. Returns self."""
-        self.branches_enabled = True
-        return self

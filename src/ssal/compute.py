@@ -71,9 +71,8 @@ class ComputeMeter(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        model: SSALModel = pl_module.model
         b = int(batch[1].shape[0]) * trainer.world_size
-        self.step_flops += self.per_sample[bool(model.branches_enabled and len(model.branches))] * b
+        self.step_flops += self.per_sample[bool(pl_module.with_branches and len(pl_module.model.branches))] * b
 
     @property
     def total(self) -> float:

@@ -109,8 +109,6 @@ class OnlineGrouping(L.Callback):
         paths: RunPaths | None = None,
         class_names: list[str] | None = None,
     ) -> None:
-        if source not in ONLINE_SOURCES:
-            raise SSALError(f"online grouping source must be one of {ONLINE_SOURCES}, got {source!r}")
         self.branches, self.source = branches, source
         if source == "probe":  # the probe's groups exist before step 1, made once
             group_epoch, regroup_every = 0.0, 0.0
@@ -148,8 +146,7 @@ class OnlineGrouping(L.Callback):
     # --- hooks -----------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps_per_epoch = int(trainer.num_training_batches)
-        model: SSALModel = pl_module.model
-        model.branches_enabled = self.grouped
+        pl_module.with_branches = self.grouped
         if self.grouped:  # resumed after E0: gamma came back with the state dict; the metadata from our state
             pl_module.meta["groupings"] = list(self.groupings)
         else:
@@ -206,23 +203,18 @@ class OnlineGrouping(L.Callback):
         if trainer.is_global_zero and self.paths is not None:
             for i, g in enumerate(gs):
                 g.save(self.paths.grouping(i))
-            log.info(
-                "epoch %.2f: %d online grouping(s) from %s (%s, k=%s)",
-                epoch,
-                len(gs),
-                {"online": "f's validation confusion", "probe": "a linear probe"}.get(self.source, "f's class weights"),
-                self.criterion,
-                ",".join(str(g.k) for g in gs),
-            )
+            names = {"online": "f's validation confusion", "probe": "a linear probe"}
+            what = names.get(self.source, "f's class weights")
+            ks = ",".join(str(g.k) for g in gs)
+            log.info("epoch %.2f: %d online grouping(s) from %s (%s, k=%s)", epoch, len(gs), what, self.criterion, ks)
         return gs
 
     def _load(self, pl_module: L.LightningModule, gs: list[Grouping]) -> None:
         model: SSALModel = pl_module.model
         for i, (b, g) in enumerate(zip(model.branches, gs, strict=True)):
-            gamma = g.as_tensor().to(b.gamma.device)
-            b.gamma.copy_(gamma)
-            getattr(pl_module.loss, f"gamma{i}").copy_(gamma.to(getattr(pl_module.loss, f"gamma{i}").device))
-        model.branches_enabled = True
+            for gamma in (b.gamma, getattr(pl_module.loss, f"gamma{i}")):  # the model's and the loss's buffers
+                gamma.copy_(g.as_tensor().to(gamma.device))
+        pl_module.with_branches = True
         self.groupings = [g.to_dict() for g in gs]
         pl_module.meta["groupings"] = list(self.groupings)
         pl_module.meta.pop("groupings_pending", None)

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import pickle
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,6 @@ __all__ = [
     "check_finite",
     "check_resumable",
     "checkpoint_metadata",
-    "copy_atomic",
     "load_checkpoint",
     "load_run",
     "read_metrics",
@@ -234,11 +232,6 @@ def check_finite(state: dict[str, torch.Tensor], where: str | os.PathLike) -> No
         raise SSALError(f"{where} has NaN/Inf weights ({', '.join(bad[:3])}{more}); the model cannot be used")
 
 
-def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy a file so that ``dst`` is always either the old or the complete new file."""
-    return atomic_write(dst, lambda p: shutil.copyfile(src, p))
-
-
 # --- metrics.csv -------------------------------------------------------------------------------------
 def read_metrics(path: str | os.PathLike, epochs: bool = False) -> list[dict[str, str]]:
     """The rows of a metrics.csv (empty if it does not exist); with ``epochs``, every row must have a numeric epoch."""
@@ -374,11 +367,3 @@ def _warn_if_foreign(paths: RunPaths, ckpt_path: Path, ckpt_config: dict[str, An
             ", ".join(differ),
             paths.config,
         )
-
-
-def config_of_run(run_dir: str | os.PathLike) -> Config:
-    """The resolved config saved in a run directory."""
-    paths = _resolve_dir(run_dir)
-    if not paths.config.is_file():
-        raise SSALError(f"{paths.root} has no config.yaml; is it a run directory?")
-    return config_from_dict(read_yaml(paths.config))

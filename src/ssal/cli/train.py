@@ -6,13 +6,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..config import Config, load_config
 from ..errors import SSALError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_config_arguments", "config_from_args", "register", "run"]
+__all__ = ["ResumeAction", "add_config_arguments", "config_from_args", "register", "run"]
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,11 +23,20 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")
 
 
+class ResumeAction(argparse.Action):
+    """``--resume [RUN_DIR]``: a word with ``=`` after it is an override (``key=value``), never a run directory."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: str | None = None) -> None:
+        if isinstance(value, str) and "=" in value:
+            namespace.resume_overrides, value = [value], True
+        setattr(namespace, self.dest, value)
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The resolved config of ``--config``/``--variant``/overrides (or of a run directory given to --resume)."""
+    """The resolved config of ``--config``/``--variant``/overrides; ``--resume RUN_DIR`` names the run directory
+    (and, without ``--config``, the config: ``RUN_DIR/config.yaml``)."""
     resume = getattr(args, "resume", None)
-    if isinstance(resume, str) and "=" in resume and not Path(resume).is_dir():  # --resume key=value ...
-        args.overrides, args.resume, resume = [resume, *args.overrides], True, True
+    args.overrides = [*getattr(args, "resume_overrides", []), *args.overrides]
     path = args.config
     if path is None and isinstance(resume, str):
         path = Path(resume) / "config.yaml"
@@ -35,7 +45,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if path is None:
         raise SSALError("give --config FILE (e.g. configs/demo.yaml)")
     cfg = load_config(path, args.overrides, args.variant)
-    if isinstance(resume, str) and args.config is None:
+    if isinstance(resume, str):
+        if any(o.split("=", 1)[0] == "run_dir" for o in args.overrides) and Path(cfg.run_dir) != Path(resume):
+            raise SSALError(f"--resume {resume} and run_dir={cfg.run_dir} name two run directories; give one")
         cfg.run_dir = resume
     return cfg
 
@@ -53,8 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const=True,
         default=None,
+        action=ResumeAction,
         metavar="RUN_DIR",
-        help="continue from RUN_DIR/checkpoints/last.ckpt (RUN_DIR defaults to the config's run_dir)",
+        help="continue from RUN_DIR/checkpoints/last.ckpt (RUN_DIR defaults to the config's run_dir; "
+        "a key=value after --resume is an override)",
     )
     p.add_argument("--dry-run", action="store_true", help="resolve the config and build the model, do not train")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")

@@ -38,7 +38,7 @@ class JointOutputNet(nn.Module):
         self.ssal_positions = {a: f"net.backbone.{m}" for a, m in positions.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return joint_log_probs(self.net(x, with_branches=True), self.net.gammas, self.eta)
+        return joint_log_probs(self.net(x), self.net.gammas, self.eta)
 
 
 @register_model("wrn28_10_joint", input_size=(3, 32, 32), paper_num_classes=100)

@@ -1,0 +1,142 @@
+"""``fit``: build a run's objects from its config, then train (or resume) it into its run directory."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+
+from .. import __version__, signals
+from ..build import branch_configs, build_loss, build_model, eta_values, load_data, resolve_groupings
+from ..compute import ComputeMeter
+from ..config import Config, save_config
+from ..errors import SSALError
+from ..io import check_output_path
+from ..online import ONLINE_SOURCES, OnlineGrouping
+from ..runs import RunPaths, check_resumable, load_checkpoint, read_metrics, state_dict_mismatch
+from .task import SSALDataModule, SSALTask
+from .trainer import LastCheckpoint, RunWriter, build_trainer, ema_callback, quiet_lightning
+
+__all__ = ["FitResult", "checkpoint_meta", "ensure_writable_run", "fit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` produced: the run directory, the model's parameter count and the final metrics row."""
+
+    run_dir: Path
+    num_params: int
+    last_row: dict[str, str] | None
+    is_global_zero: bool = True
+
+
+def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
+    """The checkpoint to resume from (or None); refuses to overwrite a trained run without ``--resume``."""
+    if resume:
+        if paths.last.is_file():
+            check_resumable(load_checkpoint(paths.last), paths.last)  # a corrupt file fails here with one clear line
+            read_metrics(paths.metrics, epochs=True)
+            return paths.last
+        log.warning("no checkpoint in %s: starting from scratch", paths.checkpoints)
+        return None
+    if paths.last.is_file():
+        raise SSALError(f"{paths.root} already holds a trained run; pass --resume to continue it or set run_dir=...")
+    return None
+
+
+def checkpoint_meta(cfg: Config, data: Any, groupings: list[Any]) -> dict[str, Any]:
+    """What every checkpoint of the run records besides the training state."""
+    return {
+        "version": __version__,
+        "config": {k: v for k, v in cfg.to_dict().items() if k != "variant"},
+        "groupings": [g.to_dict() for g in groupings],
+        "class_names": list(data.class_names) if data.class_names else None,
+        "num_classes": int(data.num_classes),
+        "mean": list(data.mean) if data.mean else None,
+        "std": list(data.std) if data.std else None,
+    }
+
+
+def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResult:
+    """Train the run described by ``cfg`` into ``cfg.run_dir`` (or, with ``dry_run``, only build the model)."""
+    threads = torch.get_num_threads()
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    try:
+        return _fit(cfg, resume, dry_run)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests, pipelines) keep their setting
+
+
+def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
+    quiet_lightning()
+    paths = RunPaths(Path(cfg.run_dir))
+    if not dry_run:
+        check_output_path(paths.root, "dir")
+    ckpt = None if dry_run else ensure_writable_run(paths, resume)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
+    if data.is_folder and not dry_run:  # a broken image is named now (or skipped), not found in the middle of an epoch
+        from ..data.folder import check_images
+
+        splits = [Path(cfg.data.root) / s for s in ("train", "val", "test") if (Path(cfg.data.root) / s).is_dir()]
+        check_images(splits, skip=cfg.data.skip_broken)
+    online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
+    saved = sorted(paths.groupings_dir.glob("g*.json"), key=lambda p: int(p.stem[1:]))
+    if ckpt is not None and not online and saved:  # resume with the groupings the run started with
+        cfg.ssal.groupings = [str(f) for f in saved]
+    from_data = cfg.ssal.groupings in ("confusion", "superclasses")  # a dry run loads no data: placeholders
+    groupings = resolve_groupings(cfg, data, placeholder=dry_run and from_data)
+    model = build_model(cfg, data.num_classes, groupings, data)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s with %d branch(es), %.2fM parameters", cfg.name, cfg.model.name, len(groupings), n_params / 1e6)
+    if dry_run:
+        return FitResult(paths.root, n_params, None)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss, eta, meta = build_loss(cfg, model), eta_values(cfg, len(groupings)), checkpoint_meta(cfg, data, groupings)
+    task = SSALTask(model, loss, eta, cfg.optim, cfg.schedule, cfg.trainer.epochs, cfg.trainer.compile, meta,
+                    check_every=cfg.trainer.log_every_n_steps)  # fmt: skip
+    meter, s = ComputeMeter(), cfg.ssal
+    callbacks: list[L.Callback] = [meter, *([ema_callback(cfg.trainer.ema_decay)] if cfg.trainer.ema_decay > 0 else [])]
+    if online:
+        grouper = OnlineGrouping(
+            branch_configs(cfg, data.num_classes), str(s.groupings), s.group_epoch, s.regroup_every,
+            s.criterion, s.grouping_seed, s.refine, s.size_margin, paths, data.class_names,
+        )  # fmt: skip
+        callbacks.insert(0, grouper)
+        meter.extra = lambda: grouper.pass_flops
+    files = [] if online else groupings  # online groupings are written when they are made
+
+    def write_run_files() -> None:
+        save_config(cfg, paths.config)
+        for i, g in enumerate(files):
+            g.save(paths.grouping(i))
+
+    writer = RunWriter(paths, "jp_top1" if groupings else "f_top1", on_setup=write_run_files, compute=meter)
+    trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks)
+    try:
+        with signals.deferred():
+            trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+    except (signals.Interrupted, SIGTERMException) as e:
+        stop = e if isinstance(e, signals.Interrupted) else signals.Interrupted(signal.SIGTERM)
+        done = max(next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint)).epochs_saved, task.start_epoch)
+        stop.run_dir, stop.epochs_saved = paths.root, done
+        stop.epoch = done + 1 if done < cfg.trainer.epochs else None
+        raise stop from None
+    except MisconfigurationException as e:  # e.g. a limit_train_batches that leaves no batch
+        raise SSALError(f"trainer settings: {str(e).splitlines()[0]}") from None
+    except RuntimeError as e:
+        if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
+            raise SSALError(f"{ckpt} does not match the config's model: {state_dict_mismatch(e)}") from None
+        raise
+    rows = read_metrics(paths.metrics)
+    return FitResult(paths.root, n_params, rows[-1] if rows else None, trainer.is_global_zero)
