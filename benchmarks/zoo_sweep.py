@@ -52,7 +52,7 @@ TIMM_FAMILIES = [
 ]
 
 
-def choose(points: list[AttachPoint], size: int) -> AttachPoint:
+def choose(points: list[AttachPoint]) -> AttachPoint:
     """The middle alias g_i, else the known-layout module closest to 1/8 of the input side."""
     aliased = [p for p in points if p.alias]
     if aliased:
@@ -85,7 +85,7 @@ def check(name: str, input_size: int | None) -> dict:
     """Build ``name`` with one branch, run one training step, return a row (raises on a failed check)."""
     t0 = time.perf_counter()
     points, size = attach_points(name, num_classes=10, input_size=input_size, depth=3)
-    p = choose(points, size[1])
+    p = choose(points)
     torch.manual_seed(0)
     model = create_model(name, 10, ssal=[{"at": p.name, "k": 3}], input_size=size)
     branch = model.branches[0]
@@ -119,7 +119,6 @@ def main() -> int:
     ap.add_argument("--input-size", type=int, default=None, help="input side for every model (default: native)")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     a = ap.parse_args()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     names = [n for ns in model_names().values() for n in ns if fnmatch.fnmatch(n, a.pattern)]
     names += TIMM_FAMILIES if a.timm else []
     done = {}
