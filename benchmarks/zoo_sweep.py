@@ -126,6 +126,7 @@ def main() -> int:
         for line in a.out.read_text().splitlines():
             if line.startswith("| `"):
                 done[line.split("`")[1]] = line
+    kept = [line for name, line in done.items() if name not in names]  # rows of other runs stay in the table
     rows, failed = [], []
     for name in names:
         if name in done:
@@ -143,9 +144,11 @@ def main() -> int:
             traceback.print_exc()
         print(rows[-1], flush=True)
         if a.out:
-            atomic_write_text(a.out, "\n".join(rows) + "\n")  # progress, replaced by the full table at the end
+            atomic_write_text(a.out, "\n".join(rows + kept) + "\n")  # progress, replaced by the full table at the end
+    rows += kept
+    failed += [line.split("`")[1] for line in kept if "FAILED" in line]
     head = [
-        f"Models checked: {len(names)}, failed: {len(failed)}. {date.today().isoformat()}, "
+        f"Models checked: {len(rows)}, failed: {len(failed)}. {date.today().isoformat()}, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, fp32, command: "
         f"`python benchmarks/zoo_sweep.py {' '.join(sys.argv[1:])}`",
         "",

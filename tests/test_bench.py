@@ -62,6 +62,23 @@ def test_bench_config_takes_model_branches_and_batch_from_the_config(tmp_path: P
     assert from_config(demo, bench.BenchSettings(), None, None)[0].num_classes == 10  # the data set's (digits)
 
 
+def test_train_path_compiles_both_loops_when_the_config_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssal.config import Config
+
+    compiled: list = []
+    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: compiled.append(fn) or fn)
+    s = bench.BenchSettings(model="small_cnn", num_classes=10, batch_size=8, precision="32", channels_last=False)
+    s.steps, s.warmup = 1, 1
+    cfg = Config(name="bench")
+    cfg.data.batch_size = 8
+    r = bench.interleaved_train_path(s, (), cfg)
+    assert compiled == [] and r["rounds"] == 1 and r["engine_vs_bare"] > 0
+    cfg.trainer.compile = True
+    r = bench.interleaved_train_path(s, (), cfg)
+    assert len(compiled) == 2 and r["rounds"] == 1
+    assert compiled[0].__self__ is not compiled[1].__self__  # the engine's model and the bare loop's copy
+
+
 @pytest.mark.slow
 def test_bench_quick_cli_writes_all_keys(tmp_path: Path) -> None:
     out = tmp_path / "b.json"

@@ -443,17 +443,19 @@ def interleaved_train_path(
     runs one step of a bare PyTorch loop (its own copy of the model and optimiser, its own loader over the same
     data, augmentation included) and one square matmul per dtype of ``peak_dtypes``, each timed; the training
     path's step is timed from the end of the callback to the next batch start (loading the batch included).
-    Ratios are medians of the per-step ratios after ``s.warmup`` steps.
+    Ratios are medians of the per-step ratios after ``s.warmup`` steps. With ``cfg.trainer.compile`` both loops
+    run through ``torch.compile``.
     """
     from .engine import RunWriter, SSALDataModule, SSALTask, build_optimizer, build_trainer, quiet_lightning
 
     quiet_lightning()
     device = default_device()
-    n_batches = s.warmup + s.steps + 1
     if cfg is None:
         cfg = Config(name="bench")
         cfg.data.batch_size = s.batch_size
     cfg = copy.deepcopy(cfg)
+    compiled = bool(cfg.trainer.compile)  # then both loops run compiled, after 3 warm-up steps at least
+    n_batches = max(s.warmup, 3 if compiled else 0) + s.steps + 1
     cfg.trainer.channels_last = s.channels_last
     cfg.trainer.precision = resolve_precision(s.precision, device.type)
     cfg.trainer.epochs, cfg.trainer.progress_bar, cfg.trainer.devices = 1, False, 1
@@ -467,9 +469,10 @@ def interleaved_train_path(
         data = DataBundle("synthetic", C, arrays.class_names, train=arrays)
     flops = train_step_flops(s, branches)
     model, crit, _, _ = _model_and_batch(s, list(branches))
-    task = SSALTask(model, crit, [1.0] * len(model.branches), cfg.optim, cfg.schedule, 1)
+    task = SSALTask(model, crit, [1.0] * len(model.branches), cfg.optim, cfg.schedule, 1, compile=compiled)
     bare, bare_crit, _, _ = _model_and_batch(s, list(branches))  # the same initial weights
     bare.train()
+    bare_forward = torch.compile(bare.forward) if compiled else bare.forward
     opt = build_optimizer(bare, cfg.optim)
     loader = make_loader(cfg, data, data.train, train=True, device=device)
     batches = iter(loader)
@@ -482,7 +485,7 @@ def interleaved_train_path(
             batches = iter(loader)
             x, y = next(batches)
         with autocast(device, s.precision):
-            loss = bare_crit(bare(x), y).total
+            loss = bare_crit(bare_forward(x), y).total
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -88,6 +88,7 @@ def headline(s: Any, branches: list[dict[str, Any]] | None = None, cfg: Any = No
             "batch_size": s.batch_size,
             "precision": s.precision,
             "channels_last": s.channels_last,
+            "compile": bool(cfg is not None and cfg.trainer.compile),
             "ssal_branches": branches,
             "data": "synthetic" if data is None else getattr(data, "name", "config"),
         },
