@@ -10,7 +10,15 @@ Trainer, metrics.csv and the best/last checkpoints; ``fit``: config -> objects -
 """
 
 from .fit import FitResult, fit
-from .task import SSALDataModule, SSALTask, TrainingDivergedError, build_optimizer, lr_factor, lr_lambdas
+from .task import (
+    SSALDataModule,
+    SSALTask,
+    TrainingDivergedError,
+    build_optimizer,
+    compiled_gradient_problem,
+    lr_factor,
+    lr_lambdas,
+)
 from .trainer import RunWriter, build_trainer, quiet_lightning
 
 __all__ = [
@@ -21,6 +29,7 @@ __all__ = [
     "TrainingDivergedError",
     "build_optimizer",
     "build_trainer",
+    "compiled_gradient_problem",
     "fit",
     "lr_factor",
     "lr_lambdas",

@@ -19,7 +19,15 @@ from ..features import classifier_names
 from ..loss import SSALLoss
 from ..prediction import SSALMetrics
 
-__all__ = ["SSALDataModule", "SSALTask", "TrainingDivergedError", "build_optimizer", "lr_factor", "lr_lambdas"]
+__all__ = [
+    "SSALDataModule",
+    "SSALTask",
+    "TrainingDivergedError",
+    "build_optimizer",
+    "compiled_gradient_problem",
+    "lr_factor",
+    "lr_lambdas",
+]
 
 
 def lr_factor(s: ScheduleConfig, epochs: int, t: float) -> float:
@@ -131,6 +139,52 @@ def set_rng_state(s: dict[str, Any]) -> None:
     random.setstate((version, tuple(state), gauss_py))
 
 
+def _stochastic(model: torch.nn.Module) -> bool:
+    """Whether the model has an active dropout-like layer (then two passes draw different masks)."""
+    dropout = (torch.nn.modules.dropout._DropoutNd,)
+    return any(
+        (isinstance(m, dropout) or type(m).__name__ in ("DropPath", "StochasticDepth"))
+        and float(getattr(m, "p", getattr(m, "drop_prob", 0.0)) or 0.0) > 0
+        for m in model.modules()
+    )
+
+
+def compiled_gradient_problem(
+    model: SSALModel, compiled: Any, loss: SSALLoss, x: torch.Tensor, y: torch.Tensor, with_branches: bool = True
+) -> str | None:
+    """What is wrong with ``torch.compile``'s gradients of one training step, or None if they agree with eager's.
+
+    Both passes run on the same batch in the caller's autocast context; the model's buffers (batch-norm statistics)
+    are restored and no ``.grad`` is touched (``torch.autograd.grad``, so DDP's hooks do not fire). Wrong means
+    non-finite where eager's gradients are finite or, for a model without active dropout, a cosine similarity
+    below 0.9 between the two gradient vectors.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    grads = []
+    for forward in (model.forward, compiled):
+        with torch.enable_grad():
+            total = loss(forward(x, with_branches=with_branches), y).total
+            g = torch.autograd.grad(total, params, allow_unused=True)
+        grads.append(torch.cat([(torch.zeros_like(p) if d is None else d).float().flatten() for p, d in
+                                zip(params, g, strict=True)]))  # fmt: skip
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    eager, comp = grads
+    if not bool(torch.isfinite(eager).all()):
+        return None  # eager's own step is not finite: the divergence check reports that
+    if not bool(torch.isfinite(comp).all()):
+        bad = int((~torch.isfinite(comp)).sum())
+        return f"torch.compile's gradients have {bad} non-finite values where the eager model's are finite"
+    if _stochastic(model):
+        return None
+    cos = float(torch.nn.functional.cosine_similarity(eager, comp, dim=0, eps=1e-12))
+    if cos < 0.9:
+        return f"torch.compile's gradients point elsewhere than the eager model's (cosine similarity {cos:.3f})"
+    return None
+
+
 class SSALTask(L.LightningModule):
     """Trains an ``SSALModel`` with ``SSALLoss``; validates with ``SSALMetrics`` (f, each g_i, +JP).
 
@@ -164,6 +218,7 @@ class SSALTask(L.LightningModule):
         # a compiled bound method is a plain attribute, not a submodule: checkpoints hold only the model's keys
         self.compiled = torch.compile(model.forward) if compile else None
         self.with_branches = True  # False until an online grouping has made the groups (ssal.online)
+        self.compile_checked: bool | None = None  # the with_branches value whose compiled graph was checked
         self.val_result: dict[str, float] | None = None  # this epoch's validation metrics, if it validated
         self.start_epoch = 0  # epochs done before this session (set when resuming)
         self.nonfinite = torch.zeros(())
@@ -182,6 +237,23 @@ class SSALTask(L.LightningModule):
             dm.set_epoch(self.current_epoch)
         self.nonfinite = torch.zeros((), device=self.device)
         self.val_result = None
+
+    def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        if self.compiled is not None and self.compile_checked is not self.with_branches:
+            self.check_compiled(*batch)
+
+    def check_compiled(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Stop (on every rank) before the first compiled step if its gradients are wrong: torch.compile has bugs
+        (e.g. NaN gradients of ``amax`` after GELU under bf16 autocast on the CPU, torch 2.14)."""
+        self.compile_checked = self.with_branches
+        with self.trainer.precision_plugin.forward_context():
+            problem = compiled_gradient_problem(self.model, self.compiled, self.loss, x, y, self.with_branches)
+        if self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
+            raise SSALError(
+                f"trainer.compile: {problem or 'another rank found wrong compiled gradients'} on the first batch "
+                f"(a torch.compile bug for this model at precision {self.trainer.precision}); train with "
+                "trainer.compile=false, or try trainer.precision=32"
+            )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
