@@ -1,6 +1,8 @@
 """Table of the accuracy-per-FLOP recipe runs of benchmarks/cifar100_fast.sh (docs/results.md).
 
 python benchmarks/summarize_fast.py OUT_DIR
+
+Accuracies are test top-1 of f (+TR); for runs with SSAL branches also of the joint prediction (+JP), as "+TR / +JP".
 """
 
 from __future__ import annotations
@@ -10,10 +12,30 @@ import json
 import statistics
 from pathlib import Path
 
+EVALS = ("eval", "eval_flip", "eval_raw_flip")  # EMA weights, + flip TTA, raw weights + flip TTA
 
-def _get(run: Path, name: str) -> float | None:
+
+def _get(run: Path, name: str) -> tuple[float | None, float | None]:
     f = run / f"{name}.json"
-    return json.loads(f.read_text())["tr_top1"] if f.is_file() else None
+    if not f.is_file():
+        return None, None
+    e = json.loads(f.read_text())
+    return e["tr_top1"], e.get("jp_top1")
+
+
+def _cell(values: list[float | None], fmt: str = "{:.2f}") -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    if len(values) == 1:
+        return fmt.format(vals[0])
+    if len(vals) < 2:
+        return "—"
+    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+
+
+def _pair(tr: list[float | None], jp: list[float | None]) -> str:
+    return _cell(tr) if all(v is None for v in jp) else f"{_cell(tr)} / {_cell(jp)}"
 
 
 def main() -> None:
@@ -29,21 +51,16 @@ def main() -> None:
         for run in sorted((a.out / arm).glob("s*")):
             if not (run / "eval.json").is_file():
                 continue
-            e = json.loads((run / "eval.json").read_text())
-            vals = [e["train_flops"] / 1e15, e["tr_top1"], _get(run, "eval_flip"), _get(run, "eval_raw_flip")]
-            rows.append(vals)
-            cells = " | ".join("—" if v is None else f"{v:.3f}" if i == 0 else f"{v:.2f}" for i, v in enumerate(vals))
-            lines.append(f"| {arm} | {run.name[1:]} | {cells} |")
+            flops = json.loads((run / "eval.json").read_text())["train_flops"] / 1e15
+            rows.append((flops, [_get(run, name) for name in EVALS]))
+            cells = " | ".join(_pair([tr], [jp]) for tr, jp in rows[-1][1])
+            lines.append(f"| {arm} | {run.name[1:]} | {flops:.3f} | {cells} |")
         if len(rows) > 1:
-            stats = []
-            for i in range(4):
-                col = [r[i] for r in rows if r[i] is not None]
-                if len(col) < 2:
-                    stats.append("—")
-                else:
-                    f = "{:.3f}" if i == 0 else "{:.2f}"
-                    stats.append(f"{f.format(statistics.mean(col))} ± {f.format(statistics.stdev(col))}")
-            lines.append(f"| **{arm}, mean ± std** | {len(rows)} | " + " | ".join(f"**{s}**" for s in stats) + " |")
+            cols = [_pair([r[1][i][0] for r in rows], [r[1][i][1] for r in rows]) for i in range(len(EVALS))]
+            flops = _cell([r[0] for r in rows], "{:.3f}")
+            lines.append(
+                f"| **{arm}, mean ± std** | {len(rows)} | **{flops}** | " + " | ".join(f"**{c}**" for c in cols) + " |"
+            )
     print("\n".join(lines))
 
 
