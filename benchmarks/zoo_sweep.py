@@ -13,8 +13,8 @@ run one training step on a batch of 2 random images and check:
 
     python benchmarks/zoo_sweep.py [--timm] [--pattern 'torchvision:*'] [--out docs/zoo_sweep.md]
 
-Writes a markdown table (one row per model; with --out, rows already there are kept, so a stopped sweep resumes) and
-exits 1 if any model fails.
+Writes a markdown table (one row per model; with --out, rows already there are kept, so a stopped sweep resumes;
+failed models are checked again) and exits 1 if any model fails.
 """
 
 from __future__ import annotations
@@ -129,9 +129,8 @@ def main() -> int:
     kept = [line for name, line in done.items() if name not in names]  # rows of other runs stay in the table
     rows, failed = [], []
     for name in names:
-        if name in done:
+        if name in done and "FAILED" not in done[name]:  # a failed model is checked again
             rows.append(done[name])
-            failed += [name] if "FAILED" in done[name] else []
             continue
         try:
             r = check(name, a.input_size)

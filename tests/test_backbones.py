@@ -376,3 +376,24 @@ def test_bad_backbones_fail_cleanly(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert main([*vit, "ssal.branches=[{at: patch_embed.proj, k: 2, layout: nchw, head: gap}]"]) == 0
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     _fails([*dry, "model.name=timm:resnet18"], capsys, "pip install 'ssal[timm]'")
+
+
+def test_an_unpretrained_torchvision_vit_is_built_at_the_input_size_it_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # vit_h_14's default weights are 518 px: with or without them, the model and its data use that size
+    from ssal.models import model_input_size
+    from ssal.models.zoo import create_zoo_backbone
+
+    seen: dict = {}
+
+    def get_model(name: str, **kwargs: object) -> nn.Module:
+        seen.update(kwargs, name=name)
+        return _tv_vit()
+
+    monkeypatch.setattr(torchvision.models, "get_model", get_model)
+    create_zoo_backbone("torchvision:vit_h_14", 10)
+    assert seen["image_size"] == model_input_size("torchvision:vit_h_14")[1] == 518 and seen["weights"] is None
+    create_zoo_backbone("torchvision:vit_h_14", 10, options={"image_size": 224})
+    assert seen["image_size"] == model_input_size("torchvision:vit_h_14", {"image_size": 224})[1] == 224
+    seen.clear()
+    create_zoo_backbone("torchvision:resnet18", 10)
+    assert seen["name"] == "resnet18" and "image_size" not in seen

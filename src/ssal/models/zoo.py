@@ -208,9 +208,18 @@ def _tv_weight_kwargs(base: str, w: Any) -> dict[str, Any]:
 
 
 def tv_builder_options(base: str, pretrained: bool | str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options ``torchvision.models.get_model(base, num_classes=C, **options)`` needs to rebuild the model."""
-    w = _tv_weights(base) if pretrained is True else None
-    return {**(_tv_weight_kwargs(base, w) if w is not None else {}), **options}
+    """The options ``torchvision.models.get_model(base, num_classes=C, **options)`` needs to rebuild the model.
+
+    A ViT is built at its default weights' image size with or without them (vit_h_14: 518 px), the size that
+    ``model_input_size`` reports and the data are resized to.
+    """
+    w = _tv_weights(base)
+    if w is None:
+        return dict(options)
+    kwargs = _tv_weight_kwargs(base, w) if pretrained is True else {}
+    if base.startswith("vit_"):
+        kwargs["image_size"] = int(w.meta["min_size"][0])
+    return {**kwargs, **options}
 
 
 def _build_torchvision(
@@ -221,7 +230,7 @@ def _build_torchvision(
     name = f"torchvision:{base}"
     try:
         if not pretrained:
-            model = get_model(base, weights=None, num_classes=num_classes, **options)
+            model = get_model(base, weights=None, num_classes=num_classes, **tv_builder_options(base, False, options))
             model.ssal_classifier = _output_layers(model, num_classes)
             return model
         w = _tv_weights(base)
