@@ -45,6 +45,14 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "report:" in capsys.readouterr().out
 
 
+def test_pipeline_without_a_baseline_when_the_groups_need_none(tmp_path: Path) -> None:
+    out = tmp_path / "nb"
+    args = ["demo", "--out", str(out), "ssal.groupings=random", "pipeline.baseline=false", "trainer.epochs=2"]
+    assert main([*args, "schedule.peak_epoch=1", "trainer.limit_train_batches=0.3"]) == 0
+    assert not (out / "baseline").exists()
+    assert {r["run"] for r in read_metrics(out / "metrics.csv")} == {"ssal"}
+
+
 def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pipe"
     args = ["pipeline", "--config", str(MINI), "--out", str(out), f"data.root={cifar100_dir}"]

@@ -296,6 +296,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda ws: [*TRAIN, "model.input_size=32", "--dry-run"],
         "model.input_size=32, but data set 'digits' has 16-pixel images",
     ),
+    (
+        "pipeline-no-baseline-for-confusion",
+        lambda ws: ["pipeline", "--config", DEMO, "pipeline.baseline=false", "--out", "p"],
+        "pipeline.baseline=false, but ssal.groupings=confusion",
+    ),
     ("size-margin-nan", lambda ws: [*TRAIN, "ssal.size_margin=.nan", "--dry-run"], "config key ssal.size_margin"),
     ("gamma-negative", lambda ws: [*TRAIN, "schedule.gamma=-1", "--dry-run"], "config key schedule.gamma"),
     ("model-option-negative", lambda ws: [*TRAIN, "model.options={width: -1}", "--dry-run"], "options {'width': -1}"),
