@@ -317,6 +317,16 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda ws: ["group", "--random", "10", "--k", "2", "--criterion", "split", "--refine", "--out", "g.json"],
         "--criterion, --refine are not used with --random",
     ),
+    (
+        "attack-fgsm-with-steps",
+        lambda ws: ["attack", "run", "--method", "fgsm", "--eps", "0,1/255", "--steps", "3", "--out", "a"],
+        "--steps and --alpha are BIM's",
+    ),
+    (
+        "attack-batch-size-zero",
+        lambda ws: ["attack", "run", "--method", "fgsm", "--eps", "0", "--batch-size", "0", "--out", "a"],
+        "--batch-size must be at least 1",
+    ),
     ("size-margin-nan", lambda ws: [*TRAIN, "ssal.size_margin=.nan", "--dry-run"], "config key ssal.size_margin"),
     ("gamma-negative", lambda ws: [*TRAIN, "schedule.gamma=-1", "--dry-run"], "config key schedule.gamma"),
     ("model-option-negative", lambda ws: [*TRAIN, "model.options={width: -1}", "--dry-run"], "options {'width': -1}"),
