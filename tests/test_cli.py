@@ -53,6 +53,17 @@ def test_pipeline_without_a_baseline_when_the_groups_need_none(tmp_path: Path) -
     assert {r["run"] for r in read_metrics(out / "metrics.csv")} == {"ssal"}
 
 
+def test_pipeline_names_the_ssal_confusion_it_replaces(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ssal.pipeline import _ssal_configs
+
+    raw = read_yaml(REPO / "configs" / "demo.yaml")
+    conf = tmp_path / "baseline" / "confusion.npy"
+    with caplog.at_level("WARNING"):
+        cfgs = _ssal_configs(raw, {"ssal.confusion": "mine.npy"}, tmp_path, conf)
+    assert [c.ssal.confusion for c in cfgs] == [str(conf)]
+    assert "ssal.confusion=mine.npy is replaced by the pipeline's baseline confusion matrix" in caplog.text
+
+
 def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pipe"
     args = ["pipeline", "--config", str(MINI), "--out", str(out), f"data.root={cifar100_dir}"]

@@ -327,6 +327,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda ws: ["attack", "run", "--method", "fgsm", "--eps", "0", "--batch-size", "0", "--out", "a"],
         "--batch-size must be at least 1",
     ),
+    (
+        "pipeline-out-and-run-dir",
+        lambda ws: ["pipeline", "--config", DEMO, "--out", "p", "run_dir=q"],
+        "--out p and run_dir=q name two output folders",
+    ),
     ("size-margin-nan", lambda ws: [*TRAIN, "ssal.size_margin=.nan", "--dry-run"], "config key ssal.size_margin"),
     ("gamma-negative", lambda ws: [*TRAIN, "schedule.gamma=-1", "--dry-run"], "config key schedule.gamma"),
     ("model-option-negative", lambda ws: [*TRAIN, "model.options={width: -1}", "--dry-run"], "options {'width': -1}"),

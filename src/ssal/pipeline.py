@@ -70,6 +70,8 @@ def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], out: Path) 
 
 def _ssal_configs(raw: dict[str, Any], overrides: dict[str, Any], out: Path, confusion: Path) -> list[Config]:
     base = resolve_raw(raw, None, overrides)
+    if base.ssal.confusion and Path(base.ssal.confusion) != confusion:
+        log.warning("ssal.confusion=%s is replaced by the pipeline's baseline confusion matrix", base.ssal.confusion)
     names: list[str | None] = list(base.pipeline.variants or variant_names(raw)) or [None]
     cfgs = []
     for v in names:
@@ -87,6 +89,8 @@ def run_pipeline(
 ) -> list[PipelineRun]:
     """Run the pipeline of a raw config (``read_yaml`` output) into ``out`` (default: the config's run_dir)."""
     overrides = dict(overrides or {})
+    if out is not None and overrides.get("run_dir") not in (None, "") and Path(overrides["run_dir"]) != Path(out):
+        raise SSALError(f"--out {out} and run_dir={overrides['run_dir']} name two output folders; give one")
     out = Path(out) if out is not None else Path(resolve_raw(raw, None, overrides).run_dir)
     bcfg = _baseline_config(raw, overrides, out)
     conf_path = Path(bcfg.run_dir) / "confusion.npy"
