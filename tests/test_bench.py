@@ -62,6 +62,36 @@ def test_bench_config_takes_model_branches_and_batch_from_the_config(tmp_path: P
     assert from_config(demo, bench.BenchSettings(), None, None)[0].num_classes == 10  # the data set's (digits)
 
 
+def test_bench_config_runs_with_its_threads_and_the_command_lines_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssal.cli import bench as bench_cli
+    from ssal.cli import build_parser
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {demo}\ntrainer: {{threads: 3, channels_last: true}}\n")
+    seen: list = []
+
+    class StopError(Exception):
+        pass
+
+    def fake_headline(s: bench.BenchSettings, branches: object = None, cfg: object = None, data: object = None) -> None:
+        seen.append((torch.get_num_threads(), s.precision, s.channels_last, cfg.trainer.precision))  # type: ignore[union-attr]
+        raise StopError
+
+    monkeypatch.setattr(bench_cli, "headline", fake_headline)
+    before = torch.get_num_threads()
+    args = build_parser().parse_args(["bench", "--quick", "--config", str(cfg), "--precision", "bf16-mixed"])
+    with pytest.raises(StopError):
+        args.func(args)
+    args = build_parser().parse_args(["bench", "--quick", "--config", str(cfg), "--no-channels-last"])
+    with pytest.raises(StopError):
+        args.func(args)
+    assert seen == [(3, "bf16-mixed", True, "bf16-mixed"), (3, "32", False, "32")]
+    assert torch.get_num_threads() == before
+
+
 def test_train_path_compiles_both_loops_when_the_config_does(monkeypatch: pytest.MonkeyPatch) -> None:
     from ssal.config import Config
 

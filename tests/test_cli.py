@@ -45,6 +45,34 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "report:" in capsys.readouterr().out
 
 
+def test_pipeline_without_a_baseline_when_the_groups_need_none(tmp_path: Path) -> None:
+    out = tmp_path / "nb"
+    args = ["demo", "--out", str(out), "ssal.groupings=random", "pipeline.baseline=false", "trainer.epochs=2"]
+    assert main([*args, "schedule.peak_epoch=1", "trainer.limit_train_batches=0.3"]) == 0
+    assert not (out / "baseline").exists()
+    assert {r["run"] for r in read_metrics(out / "metrics.csv")} == {"ssal"}
+
+
+def test_pipeline_names_the_ssal_confusion_it_replaces(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ssal.pipeline import _ssal_configs
+
+    raw = read_yaml(REPO / "configs" / "demo.yaml")
+    conf = tmp_path / "baseline" / "confusion.npy"
+    with caplog.at_level("WARNING"):
+        cfgs = _ssal_configs(raw, {"ssal.confusion": "mine.npy"}, tmp_path, conf)
+    assert [c.ssal.confusion for c in cfgs] == [str(conf)]
+    assert "ssal.confusion=mine.npy is replaced by the pipeline's baseline confusion matrix" in caplog.text
+
+
+def test_evaluate_a_baseline_on_its_validation_split(tmp_path: Path) -> None:
+    run = tmp_path / "b"
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "ssal.branches=[]", "trainer.epochs=2"]
+    assert main([*args, "schedule.peak_epoch=1", "trainer.limit_train_batches=0.3", f"run_dir={run}"]) == 0
+    assert main(["evaluate", str(run), "--split", "val"]) == 0
+    ev = json.loads((run / "eval_val.json").read_text())
+    assert ev["split"] == "val" and ev["num_samples"] == 287  # the held-out 20 % of digits' 1,437 training images
+
+
 def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pipe"
     args = ["pipeline", "--config", str(MINI), "--out", str(out), f"data.root={cifar100_dir}"]

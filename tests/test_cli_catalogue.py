@@ -291,6 +291,47 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda ws: [*TRAIN, "model.input_size=100000", "--dry-run"],
         "config key model.input_size",
     ),
+    (
+        "input-size-not-the-arrays-size",
+        lambda ws: [*TRAIN, "model.input_size=32", "--dry-run"],
+        "model.input_size=32, but data set 'digits' has 16-pixel images",
+    ),
+    (
+        "pipeline-no-baseline-for-confusion",
+        lambda ws: ["pipeline", "--config", DEMO, "pipeline.baseline=false", "--out", "p"],
+        "pipeline.baseline=false, but ssal.groupings=confusion",
+    ),
+    ("bench-model-with-config", lambda ws: ["bench", "--config", DEMO, "--model", "small_cnn"], "--model does not"),
+    ("bench-num-classes-alone", lambda ws: ["bench", "--quick", "--num-classes", "5"], "--num-classes applies"),
+    ("bench-batch-size-zero", lambda ws: ["bench", "--quick", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (
+        "group-superclasses-with-k",
+        lambda ws: (
+            [(ws / "m.json").write_text('{"fine_to_coarse": [0, 0, 1, 1]}'), "group", "--from-superclasses"][1:]
+            + ["m.json", "--k", "3", "--out", "g.json"]
+        ),
+        "--k is not used with --from-superclasses",
+    ),
+    (
+        "group-random-with-criterion",
+        lambda ws: ["group", "--random", "10", "--k", "2", "--criterion", "split", "--refine", "--out", "g.json"],
+        "--criterion, --refine are not used with --random",
+    ),
+    (
+        "attack-fgsm-with-steps",
+        lambda ws: ["attack", "run", "--method", "fgsm", "--eps", "0,1/255", "--steps", "3", "--out", "a"],
+        "--steps and --alpha are BIM's",
+    ),
+    (
+        "attack-batch-size-zero",
+        lambda ws: ["attack", "run", "--method", "fgsm", "--eps", "0", "--batch-size", "0", "--out", "a"],
+        "--batch-size must be at least 1",
+    ),
+    (
+        "pipeline-out-and-run-dir",
+        lambda ws: ["pipeline", "--config", DEMO, "--out", "p", "run_dir=q"],
+        "--out p and run_dir=q name two output folders",
+    ),
     ("size-margin-nan", lambda ws: [*TRAIN, "ssal.size_margin=.nan", "--dry-run"], "config key ssal.size_margin"),
     ("gamma-negative", lambda ws: [*TRAIN, "schedule.gamma=-1", "--dry-run"], "config key schedule.gamma"),
     ("model-option-negative", lambda ws: [*TRAIN, "model.options={width: -1}", "--dry-run"], "options {'width': -1}"),

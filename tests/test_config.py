@@ -172,3 +172,24 @@ def test_scientific_notation_without_dot_is_a_float() -> None:
     assert cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 100.0
     with pytest.raises(SSALError, match="optim.lr"):
         resolve_raw({}, None, {"optim.lr": "5e"})
+
+
+@pytest.mark.parametrize(
+    ("override", "warning"),
+    [
+        ("schedule.milestones=[1]", "schedule.milestones is used by schedule.name=step only; ignored with triangular"),
+        ("schedule.warmup_epochs=1", "schedule.warmup_epochs is not used by schedule.name=triangular"),
+        ("ssal.regroup_every=1", "ssal.regroup_every is used by ssal.groupings=online / weights only"),
+        ("model.mean=[0.5,0.5,0.5]", "model.mean / model.std are ignored: data.normalize is false"),
+    ],
+)
+def test_settings_without_effect_are_named_in_a_warning(override: str, warning: str, caplog) -> None:
+    from ssal.cli import main
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    args = ["train", "--config", str(demo), "--dry-run", override, "model.std=[0.2,0.2,0.2]", "data.normalize=false"]
+    args = args if override.startswith("model.") else args[:-2]
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"demo: {warning}"), warnings

@@ -32,6 +32,16 @@ def _ssal(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 # --- schedules and optimiser ----------------------------------------------------------------------------
+def test_val_every_validates_the_last_epoch_too(tmp_path: Path) -> None:
+    from ssal.cli import main
+
+    run = tmp_path / "v"
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), f"run_dir={run}", "ssal.branches=[]"]
+    args += ["trainer.epochs=3", "trainer.val_every=2", "schedule.peak_epoch=1", "trainer.limit_train_batches=0.3"]
+    assert main(args) == 0
+    assert [bool(r["f_top1"]) for r in read_metrics(RunPaths(run).metrics)] == [False, True, True]
+
+
 def test_triangular_schedule_matches_paper_shape() -> None:
     s = ScheduleConfig(name="triangular", peak_epoch=8)
     assert lr_factor(s, 20, 0) == 0.0

@@ -38,6 +38,7 @@ __all__ = [
     "branch_configs",
     "build_loss",
     "build_model",
+    "check_input_size",
     "eta_values",
     "input_geometry",
     "load_data",
@@ -222,6 +223,17 @@ def input_geometry(cfg: Config) -> tuple[tuple[int, int, int] | None, int | None
     return (3, side, side), int(round(side / crop))
 
 
+def check_input_size(cfg: Config) -> None:
+    """``SSALError`` if ``model.input_size`` differs from the side of an in-memory data set's images: those are fed
+    at their own size (only ImageFolder data is cropped to ``model.input_size``)."""
+    side, spec = cfg.model.input_size, dataset_spec(cfg.data.name)
+    if side is not None and spec.in_memory and spec.image_size is not None and side != spec.image_size:
+        raise SSALError(
+            f"model.input_size={side}, but data set {cfg.data.name!r} has {spec.image_size}-pixel images, which "
+            f"are not resized: drop model.input_size or set it to {spec.image_size}"
+        )
+
+
 def build_model(
     cfg: Config,
     num_classes: int,
@@ -237,6 +249,8 @@ def build_model(
     with ``data``'s mean/std (the run's).
     """
     m = cfg.model
+    if load_weights:
+        check_input_size(cfg)
     mean, std = (data.mean, data.std) if data is not None and cfg.data.normalize else (None, None)
     if load_weights and cfg.data.normalize:
         if m.mean is not None and m.std is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "expand_env",
+    "ignored_settings",
     "parse_overrides",
     "read_yaml",
     "resolve_raw",
@@ -345,6 +346,25 @@ def validate(cfg: Config) -> Config:
     _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
     _need(cfg.pipeline.baseline_epochs is None or cfg.pipeline.baseline_epochs >= 1, "pipeline.baseline_epochs", ">=1")
     return cfg
+
+
+def ignored_settings(cfg: Config) -> list[str]:
+    """One line per key that is set but has no effect with the rest of the config (e.g. ``schedule.milestones``
+    without ``schedule.name=step``); ``fit`` logs them as warnings."""
+    sc, s, m, out = cfg.schedule, cfg.ssal, cfg.model, []
+    if sc.milestones and sc.name != "step":
+        out.append(f"schedule.milestones is used by schedule.name=step only; ignored with {sc.name}")
+    if sc.gamma != ScheduleConfig.gamma and sc.name != "step":
+        out.append(f"schedule.gamma is used by schedule.name=step only; ignored with {sc.name}")
+    if sc.warmup_epochs > 0 and sc.name in ("triangular", "constant"):
+        out.append(f"schedule.warmup_epochs is not used by schedule.name={sc.name} (warmup_*, step)")
+    if sc.final_lr > 0 and sc.name in ("step", "constant"):
+        out.append(f"schedule.final_lr is not used by schedule.name={sc.name} (triangular, warmup_*)")
+    if cfg.has_branches and s.regroup_every > 0 and s.groupings not in ("online", "weights", "probe"):
+        out.append(f"ssal.regroup_every is used by ssal.groupings=online / weights only; ignored with {s.groupings}")
+    if m.mean is not None and not cfg.data.normalize:
+        out.append("model.mean / model.std are ignored: data.normalize is false (no normalisation inside the model)")
+    return out
 
 
 # --- overrides, files ------------------------------------------------------------------------------

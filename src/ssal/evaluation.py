@@ -180,7 +180,7 @@ def _evaluate_run(
     cfg = info.config
     device = device or default_device()
     info.model.to(device).eval()
-    data = data or load_data(cfg.data, ("train", "val", "test") if info.groupings else ("test",))
+    data = data or load_data(cfg.data, ("train", "val", "test") if info.groupings or split != "test" else ("test",))
     prec = cfg.trainer.precision
     lc, lc_on = None, None
     if info.groupings and data.val is not None and data.val is not data.test:

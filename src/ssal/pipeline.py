@@ -24,6 +24,7 @@ from typing import Any
 
 from .compute import forward_flops_per_sample
 from .config import Config, resolve_raw, variant_names
+from .errors import SSALError
 from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
 from .io import atomic_write, atomic_write_text
 from .online import ONLINE_SOURCES
@@ -69,6 +70,8 @@ def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], out: Path) 
 
 def _ssal_configs(raw: dict[str, Any], overrides: dict[str, Any], out: Path, confusion: Path) -> list[Config]:
     base = resolve_raw(raw, None, overrides)
+    if base.ssal.confusion and Path(base.ssal.confusion) != confusion:
+        log.warning("ssal.confusion=%s is replaced by the pipeline's baseline confusion matrix", base.ssal.confusion)
     names: list[str | None] = list(base.pipeline.variants or variant_names(raw)) or [None]
     cfgs = []
     for v in names:
@@ -86,16 +89,26 @@ def run_pipeline(
 ) -> list[PipelineRun]:
     """Run the pipeline of a raw config (``read_yaml`` output) into ``out`` (default: the config's run_dir)."""
     overrides = dict(overrides or {})
+    if out is not None and overrides.get("run_dir") not in (None, "") and Path(overrides["run_dir"]) != Path(out):
+        raise SSALError(f"--out {out} and run_dir={overrides['run_dir']} name two output folders; give one")
     out = Path(out) if out is not None else Path(resolve_raw(raw, None, overrides).run_dir)
     bcfg = _baseline_config(raw, overrides, out)
     conf_path = Path(bcfg.run_dir) / "confusion.npy"
     cfgs = _ssal_configs(raw, overrides, out, conf_path)
-    two_stage = any(c.ssal.groupings not in ONLINE_SOURCES for c in cfgs)
+    one_pass = all(c.ssal.groupings in ONLINE_SOURCES for c in cfgs)
+    if bcfg.pipeline.baseline is False and any(c.ssal.groupings == "confusion" for c in cfgs):
+        raise SSALError(
+            "pipeline.baseline=false, but ssal.groupings=confusion makes the groups from the baseline's confusion "
+            "matrix; drop pipeline.baseline, or make the groups in the SSAL run (--one-pass)"
+        )
+    two_stage = not one_pass and bcfg.pipeline.baseline is not False  # random, superclasses, files: none needed
     runs: list[PipelineRun] = []
     stage_one = None  # compute of the baseline run + its confusion pass, paid by every two-stage SSAL model
     if not two_stage and not bcfg.pipeline.baseline:
         log.info(
             "[1/4] one pass: the groups come from the SSAL run itself; no baseline (pipeline.baseline=true adds one)"
+            if one_pass
+            else "[1/4] no baseline (pipeline.baseline=false): the groups do not come from one"
         )
     else:
         log.info("[1/4] training the baseline into %s", bcfg.run_dir)

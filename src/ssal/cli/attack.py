@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eps", required=True, metavar="LIST", help="L-inf radii in pixel units, e.g. 0,1/255,2/255,4/255,8/255"
     )
-    p.add_argument("--steps", type=int, default=10, help="BIM iterations (default 10)")
-    p.add_argument("--alpha", type=str, default=None, help="BIM step size in pixel units (default 1.25 eps / steps)")
+    p.add_argument("--steps", type=int, default=None, help="BIM iterations (default 10; bim only)")
+    p.add_argument(
+        "--alpha", type=str, default=None, help="BIM step size in pixel units (default 1.25 eps / steps; bim only)"
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="attack a random subset of N images")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
@@ -47,9 +49,14 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import default_device, parse_device
 
     eps = parse_eps(args.eps, "--eps")
+    if args.method != "bim" and (args.steps is not None or args.alpha is not None):
+        raise SSALError(f"--steps and --alpha are BIM's; {args.method} takes one step of size eps")
     alpha = parse_eps(args.alpha, "--alpha")[0] if args.alpha is not None else None
-    if args.steps < 1:
-        raise SSALError(f"--steps must be at least 1, got {args.steps}")
+    steps = 10 if args.steps is None else args.steps
+    if steps < 1:
+        raise SSALError(f"--steps must be at least 1, got {steps}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SSALError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise SSALError(f"--limit must be at least 1, got {args.limit}")
     parse_device(args.device)  # a bad --device fails before any work
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     device = parse_device(args.device) or default_device()
     info.model.to(device)
     batches = attack_batches(info, args.split, args.limit, args.seed, args.batch_size, device)
-    rows = evaluate_attack(info, batches, args.method, eps, args.steps, alpha, args.limit)
+    rows = evaluate_attack(info, batches, args.method, eps, steps, alpha, args.limit)
     csv_path, png = save_attack(rows, args.out, f"{args.method.upper()} on f ({info.paths.root.name})")
     sys.stdout.write(format_table(rows))
     log.info("wrote %s and %s", csv_path, png)

@@ -41,20 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="headline numbers only (under a minute on 2 CPU cores)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--model", default="fastnet_cifar", help="model of the headline measurements")
+    p.add_argument("--model", default=None, help="model of the headline measurements (default fastnet_cifar)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 64 with --quick, else 256")
     p.add_argument(
         "--precision",
-        default="auto",
+        default=None,
         choices=["auto", "32", "bf16-mixed", "16-mixed"],
-        help="auto: bf16-mixed on GPUs and CPUs with bf16 hardware (AMX), else fp32",
+        help="auto (default): bf16-mixed on GPUs and CPUs with bf16 hardware (AMX), else fp32; with --config it "
+        "replaces trainer.precision",
     )
-    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW (with --config: trainer.channels_last=false)")
     p.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
-        help="measure this training config instead: its model, options, branches, batch size, precision, layout",
+        help="measure this training config instead: its model, options, branches, batch size, precision, layout, "
+        "trainer.compile and trainer.threads",
     )
     p.add_argument(
         "--num-classes", type=int, default=None, help="class count with --config (default: the config's data set)"
@@ -193,11 +195,22 @@ def goal_lines(r: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure, print a table, optionally write JSON."""
-    import datetime
-
+    """Check the options, then measure with the config's thread count (``trainer.threads``)."""
     from .. import bench
+    from ..errors import SSALError
+    from ..evaluation import num_threads
 
+    if args.config is not None and args.model is not None:
+        raise SSALError("--model does not apply with --config: the config's model.name is measured")
+    if args.config is None and args.num_classes is not None:
+        raise SSALError("--num-classes applies with --config only (the headline model has 100 classes)")
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--steps", args.steps),
+        ("--num-classes", args.num_classes),
+    ):
+        if value is not None and value < (2 if flag == "--num-classes" else 1):
+            raise SSALError(f"{flag} must be at least {2 if flag == '--num-classes' else 1}, got {value}")
     t0 = time.perf_counter()
     before = bench.cpu_snapshot()
     sizes = {"batch_size": 64, "steps": 4, "warmup": 2} if args.quick else {"batch_size": 256, "steps": 8, "warmup": 3}
@@ -206,11 +219,28 @@ def run(args: argparse.Namespace) -> int:
     if args.steps:
         sizes["steps"] = args.steps
     s = bench.BenchSettings(
-        model=args.model, precision=args.precision, channels_last=not args.no_channels_last, **sizes
+        model=args.model or "fastnet_cifar",
+        precision=args.precision or "auto",
+        channels_last=not args.no_channels_last,
+        **sizes,
     )
     branches, cfg, data = None, None, None
     if args.config:
         s, branches, cfg, data = config_and_data(args.config, s, args.num_classes, args.batch_size)
+        if args.precision is not None:  # the command line wins over the config, as --batch-size does
+            s.precision = cfg.trainer.precision = args.precision
+        if args.no_channels_last:
+            s.channels_last = cfg.trainer.channels_last = False
+    with num_threads(cfg.trainer.threads if cfg is not None else 0):  # what `ssal train` runs the config with
+        return _measure(args, s, branches, cfg, data, t0, before)
+
+
+def _measure(args: argparse.Namespace, s: Any, branches: Any, cfg: Any, data: Any, t0: float, before: Any) -> int:
+    """Run the measurements of ``run``, print them and write the JSON."""
+    import datetime
+
+    from .. import bench
+
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": bench.machine_info(),

@@ -41,16 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--criterion",
         choices=CRITERIA,
-        default="join",
-        help="join (similar classes together) or split (similar classes apart)",
+        default=None,
+        help="join (default: similar classes together) or split (similar classes apart); --confusion only",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for tie-breaking / random groupings")
-    p.add_argument("--refine", action="store_true", help="improve the greedy result with pairwise swaps")
+    p.add_argument("--refine", action="store_true", help="improve the greedy result with pairwise swaps (--confusion)")
     p.add_argument(
         "--size-margin",
         type=float,
         default=None,
-        help="allow groups up to MARGIN*C/k (the authors used 1.1); default: exact balance",
+        help="allow groups up to MARGIN*C/k (the authors used 1.1; --confusion only); default: exact balance",
     )
     p.add_argument("--class-names", type=Path, metavar="FILE", help="class names, one per line")
     p.add_argument("--out", type=Path, required=True, metavar="GROUPS.json", help="output JSON file")
@@ -105,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
         raise SSALError(f"--seed must be >= 0, got {args.seed}")
     if args.random is not None and not 4 <= args.random <= 10**7:
         raise SSALError(f"--random takes a class count from 4 to 10,000,000, got {args.random}")
+    if args.confusion is None:  # options of the other sources would be dropped without a word
+        given = [f for f, v in (("--criterion", args.criterion), ("--refine", args.refine or None),
+                                ("--size-margin", args.size_margin)) if v is not None]  # fmt: skip
+        if args.from_superclasses is not None:
+            given += [f for f, v in (("--k", args.k), ("--seed", args.seed or None)) if v is not None]
+        if given:
+            what = "--from-superclasses" if args.from_superclasses is not None else "--random"
+            raise SSALError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not used with {what}")
     names = load_class_names(args.class_names)
     if args.from_superclasses is not None:
         mapping, meta_names = load_superclasses(args.from_superclasses)
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             g = group_from_confusion(
                 conf,
                 args.k,
-                args.criterion,
+                args.criterion or "join",
                 args.seed,
                 args.refine,
                 args.size_margin,

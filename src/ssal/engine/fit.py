@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from .. import __version__, signals
 from ..build import branch_configs, build_loss, build_model, eta_values, load_data, resolve_groupings
 from ..compute import ComputeMeter
-from ..config import Config, save_config
+from ..config import Config, ignored_settings, save_config
 from ..errors import SSALError
 from ..io import check_output_path
 from ..online import ONLINE_SOURCES, OnlineGrouping
@@ -78,6 +78,8 @@ def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResul
 
 def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     quiet_lightning()
+    for line in ignored_settings(cfg):
+        log.warning("%s: %s", cfg.name, line)
     paths = RunPaths(Path(cfg.run_dir))
     if not dry_run:
         check_output_path(paths.root, "dir")

@@ -237,6 +237,8 @@ class SSALTask(L.LightningModule):
             dm.set_epoch(self.current_epoch)
         self.nonfinite = torch.zeros((), device=self.device)
         self.val_result = None
+        if self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs:
+            self.trainer.check_val_every_n_epoch = 1  # trainer.val_every: the last epoch is always validated
 
     def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         if self.compiled is not None and self.compile_checked is not self.with_branches:
