@@ -25,7 +25,7 @@ from ssal import bench
 from ssal.cli.bench import from_config
 from ssal.hardware import resolve_precision
 from ssal.loss import SSALLoss
-from ssal.models import create_model, model_input_size
+from ssal.models import create_model
 from ssal.runtime import autocast
 
 KINDS = {  # operator kind -> substrings of aten op names; first match wins
@@ -52,10 +52,10 @@ def main() -> None:
     dtype = {"32-true": torch.float32, "16-mixed": torch.float16}.get(precision, torch.bfloat16)
     device = torch.device("cpu")
     torch.manual_seed(0)
-    eager = create_model(s.model, s.num_classes, ssal=branches, **s.model_options)
+    eager = create_model(s.model, s.num_classes, ssal=branches, input_size=s.image_size(), **s.model_options)
     fmt = torch.channels_last if s.channels_last else torch.contiguous_format
     eager = eager.to(memory_format=fmt).train()
-    x = torch.rand(s.batch_size, *model_input_size(s.model)).contiguous(memory_format=fmt)
+    x = torch.rand(s.batch_size, *s.image_size()).contiguous(memory_format=fmt)
     y = torch.randint(0, s.num_classes, (s.batch_size,))
     crit = SSALLoss(eager.gammas)
 

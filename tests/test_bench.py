@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ssal import bench
 from ssal.hardware import resolve_precision
@@ -57,8 +59,18 @@ def test_bench_config_takes_model_branches_and_batch_from_the_config(tmp_path: P
     s, branches = from_config(demo, bench.BenchSettings(), 10, None)
     assert (s.model, s.model_options, s.batch_size, s.num_classes) == ("small_cnn", {"width": 16}, 64, 10)
     assert (s.precision, s.channels_last) == ("32", False)
+    assert s.input_size == (3, 16, 16)  # the digits images
     assert [b["at"] for b in branches] == ["g2", "g3"] and [b["k"] for b in branches] == [4, 5]
     assert from_config(demo, bench.BenchSettings(), 10, 8)[0].batch_size == 8
+    # a 32 px model on the 16 px digits: measured at the 16 px `ssal train` feeds, not at its native 32 px
+    cfg = yaml.safe_load(demo.read_text())
+    cfg["model"] = {"name": "fastnet_cifar", "options": {"widths": [8, 8, 8, 8]}}
+    cfg["ssal"]["branches"] = []
+    (tmp_path / "fast.yaml").write_text(yaml.safe_dump(cfg))
+    s, _ = from_config(tmp_path / "fast.yaml", bench.BenchSettings(batch_size=2), None, 2)
+    assert s.image_size() == (3, 16, 16) and bench.BenchSettings(model="fastnet_cifar").image_size() == (3, 32, 32)
+    native = bench.train_step_flops(dataclasses.replace(s, input_size=None))
+    assert bench.train_step_flops(s) < native / 3
     assert from_config(demo, bench.BenchSettings(), None, None)[0].num_classes == 10  # the data set's (digits)
 
 

@@ -72,6 +72,11 @@ class BenchSettings:
     channels_last: bool = True
     steps: int = 8
     warmup: int = 3
+    input_size: tuple[int, int, int] | None = None  # (C, H, W) of the training images; None: the model's native size
+
+    def image_size(self) -> tuple[int, int, int]:
+        """(C, H, W) the model is measured at: ``input_size``, else the model's native size."""
+        return tuple(self.input_size) if self.input_size else model_input_size(self.model, self.model_options)  # type: ignore[return-value]
 
 
 def machine_info() -> dict[str, Any]:
@@ -298,10 +303,11 @@ def _matmul_step(dtype: torch.dtype, n: int) -> tuple[Callable[[], None], float]
 def _model_and_batch(s: BenchSettings, branches: Any) -> tuple[SSALModel, SSALLoss, torch.Tensor, torch.Tensor]:
     device = default_device()
     torch.manual_seed(0)
-    model = create_model(s.model, s.num_classes, ssal=branches, **s.model_options).to(device)
+    size = s.image_size()
+    model = create_model(s.model, s.num_classes, ssal=branches, input_size=size, **s.model_options).to(device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    x = torch.rand(s.batch_size, *model_input_size(s.model), device=device)
+    x = torch.rand(s.batch_size, *size, device=device)
     if s.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, s.num_classes, (s.batch_size,), device=device)
@@ -461,7 +467,7 @@ def interleaved_train_path(
     cfg.trainer.epochs, cfg.trainer.progress_bar, cfg.trainer.devices = 1, False, 1
     cfg.trainer.limit_train_batches = n_batches  # a batch count: Lightning accepts an int
     if data is None:
-        C, (c, h, w) = s.num_classes, model_input_size(s.model)
+        C, (c, h, w) = s.num_classes, s.image_size()
         n = s.batch_size * n_batches
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)

@@ -90,6 +90,7 @@ def headline(s: Any, branches: list[dict[str, Any]] | None = None, cfg: Any = No
             "batch_size": s.batch_size,
             "precision": s.precision,
             "channels_last": s.channels_last,
+            "input_size": list(s.image_size()),
             "compile": bool(cfg is not None and cfg.trainer.compile),
             "ssal_branches": branches,
             "data": "synthetic" if data is None else getattr(data, "name", "config"),
@@ -150,8 +151,9 @@ def from_config(
     """
     import dataclasses
 
-    from ..build import branch_configs, load_data
+    from ..build import branch_configs, input_geometry, load_data
     from ..config import load_config
+    from ..data import dataset_spec
 
     cfg = load_config(path)
     if num_classes is None:
@@ -165,6 +167,8 @@ def from_config(
         batch_size=batch_size or cfg.data.batch_size,
         precision=str(t.precision),
         channels_last=t.channels_last,
+        # the size `ssal train` feeds: an in-memory data set's own images, else the config's model input size
+        input_size=dataset_spec(cfg.data.name).input_size or input_geometry(cfg)[0],
     )
     return s, branch_configs(cfg, num_classes)
 
