@@ -328,6 +328,12 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         "--batch-size must be at least 1",
     ),
     (
+        "models-pattern-with-options",
+        lambda ws: ["models", "torchvision:resnet*", "--input-size", "64", "img_size=64"],
+        "--input-size, key=value options apply to one model NAME",
+    ),
+    ("models-depth-zero", lambda ws: ["models", "torchvision:resnet18", "--depth", "0"], "--depth must be at least 1"),
+    (
         "pipeline-out-and-run-dir",
         lambda ws: ["pipeline", "--config", DEMO, "--out", "p", "run_dir=q"],
         "--out p and run_dir=q name two output folders",

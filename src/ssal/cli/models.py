@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="a model name, or a pattern with * ? [ ]")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="builder options of the model")
-    p.add_argument("--num-classes", type=int, default=10, help="classes of the probe model (default 10)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes of the probe model (default 10)")
     p.add_argument("--input-size", type=int, default=None, metavar="S", help="probe input side (default: native)")
-    p.add_argument("--depth", type=int, default=2, help="list modules up to this nesting depth (default 2)")
+    p.add_argument("--depth", type=int, default=None, help="list modules up to this nesting depth (default 2)")
     p.add_argument("--all", action="store_true", help="list every module")
     p.set_defaults(func=run)
 
@@ -38,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     name = args.name
     if name is None or any(c in name for c in "*?["):
+        given = [
+            flag
+            for flag, value in (("--num-classes", args.num_classes), ("--input-size", args.input_size),
+                                ("--depth", args.depth), ("--all", args.all or None),
+                                ("key=value options", args.overrides or None))
+            if value is not None
+        ]  # fmt: skip
+        if given:
+            raise SSALError(f"{', '.join(given)} apply to one model NAME, not to the list of names")
         groups = model_names(name)
         for src, names in groups.items():
             note = f" ({TIMM_MISSING})" if src == "timm" and not names and name is None else ""
@@ -48,9 +57,15 @@ def run(args: argparse.Namespace) -> int:
         if name is not None and not any(groups.values()):
             raise SSALError(f"no model matches {name!r}")
         return 0
-    if args.num_classes < 2:
-        raise SSALError(f"--num-classes must be at least 2, got {args.num_classes}")
+    num_classes = 10 if args.num_classes is None else args.num_classes
+    depth = 2 if args.depth is None else args.depth
+    if num_classes < 2:
+        raise SSALError(f"--num-classes must be at least 2, got {num_classes}")
+    if depth < 1:
+        raise SSALError(f"--depth must be at least 1, got {depth}")
+    if args.input_size is not None and args.input_size < 1:
+        raise SSALError(f"--input-size must be at least 1, got {args.input_size}")
     options = parse_overrides(args.overrides)
-    points, size = attach_points(name, args.num_classes, args.input_size, options, None if args.all else args.depth)
+    points, size = attach_points(name, num_classes, args.input_size, options, None if args.all else depth)
     sys.stdout.write(format_attach_points(name, points, size) + "\n")
     return 0
