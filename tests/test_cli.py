@@ -98,7 +98,13 @@ def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: p
     shutil.copy(out / "ssal" / "config.yaml", rel / "config.yaml")
     (rel / "checkpoints").mkdir()
     shutil.copy(out / "ssal" / "checkpoints" / "last.ckpt", rel / "checkpoints" / "best.ckpt")
-    _fails_cleanly(["evaluate", str(rel), "--data-root", str(tmp_path / "nowhere")], capsys, "nowhere")
+    nowhere = ["--data-root", str(tmp_path / "nowhere")]
+    _fails_cleanly(["evaluate", str(rel), *nowhere], capsys, "nowhere")
+    _fails_cleanly(["confusion", str(rel), *nowhere], capsys, "nowhere")
+    _fails_cleanly(["attack", str(rel), "--method", "fgsm", "--eps", "0", "--out", str(tmp_path / "a"), *nowhere],
+                   capsys, "nowhere")  # fmt: skip
+    assert main(["confusion", str(rel), "--split", "test", "--data-root", str(cifar100_dir)]) == 0
+    assert np.array_equal(np.load(rel / "confusion_test.npy"), np.load(out / "ssal" / "confusion_test.npy"))
     assert main(["evaluate", str(rel), "--data-root", str(cifar100_dir)]) == 0
     released, original = (json.loads((d / "eval.json").read_text()) for d in (rel, out / "ssal"))
     assert released["tr_top1"] == original["tr_top1"] and released["jp_top1"] == original["jp_top1"]

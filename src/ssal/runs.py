@@ -293,10 +293,16 @@ def _resolve_dir(run_dir: str | os.PathLike) -> RunPaths:
     return RunPaths(root)
 
 
-def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any = "cpu") -> RunInfo:
+def load_run(
+    run_dir: str | os.PathLike,
+    which: str = "best",
+    map_location: Any = "cpu",
+    data_root: str | os.PathLike | None = None,
+) -> RunInfo:
     """Rebuild the model of a run from its checkpoint (``best``, ``last`` or a path) with its config and groupings.
 
-    The model is in eval mode, on ``map_location``, with the trained weights and the run's groupings.
+    The model is in eval mode, on ``map_location``, with the trained weights and the run's groupings. ``data_root``
+    replaces the config's ``data.root`` (the data set's location on this machine, e.g. for a released run).
     """
     from .build import DataBundle, build_model, eta_values
 
@@ -310,6 +316,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", map_location: Any 
         cfg = config_from_dict(meta["config"])
     except SSALError as e:
         raise SSALError(f"{ckpt_path}: its config is not valid: {e}") from None
+    if data_root is not None:
+        cfg.data.root = str(data_root)
     if meta.get("groupings_pending"):
         raise SSALError(
             f"{ckpt_path} was saved before the run's online groupings existed (ssal.group_epoch="

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's data.eval_batch_size")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="the data set's location on this machine (overrides the run's data.root)",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise SSALError(f"--limit must be at least 1, got {args.limit}")
     parse_device(args.device)  # a bad --device fails before any work
-    info = load_run(args.run_dir, args.checkpoint)
+    info = load_run(args.run_dir, args.checkpoint, data_root=args.data_root)
     device = parse_device(args.device) or default_device()
     info.model.to(device)
     batches = attack_batches(info, args.split, args.limit, args.seed, args.batch_size, device)

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=("val", "test", "train"), help="default: val (held out)")
     p.add_argument("--out", type=Path, default=None, help="output .npy (default RUN_DIR/confusion.npy)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="the data set's location on this machine (overrides the run's data.root)",
+    )
     p.set_defaults(func=run)
 
 
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import parse_device
 
     parse_device(args.device)  # a bad --device fails before any work
-    info = load_run(args.run_dir, args.checkpoint)
+    info = load_run(args.run_dir, args.checkpoint, data_root=args.data_root)
     conf = run_confusion(info, args.split, parse_device(args.device))
     out = args.out or args.run_dir / ("confusion.npy" if args.split == "val" else f"confusion_{args.split}.npy")
     paths = save_confusion(conf, out, info.class_names)

@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("test", "val"), help="split to report on (default test)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument(
-        "--data-root", type=Path, metavar="DIR", help="the data set's location on this machine (overrides data.root)"
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="the data set's location on this machine (overrides the run's data.root)",
     )
     p.add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation (flip: average "
                    "the logits of each image and its mirror)")  # fmt: skip
@@ -40,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import parse_device
 
     parse_device(args.device)  # a bad --device fails before any work
-    info = load_run(args.run_dir, args.checkpoint)
-    if args.data_root is not None:  # e.g. a released run evaluated on another machine
-        info.config.data.root = str(args.data_root)
+    info = load_run(args.run_dir, args.checkpoint, data_root=args.data_root)  # e.g. a released run elsewhere
     rep = evaluate_run(info, split=args.split, device=parse_device(args.device), tta=args.tta)
     stem = "eval" if args.split == "test" else f"eval_{args.split}"
     if args.checkpoint not in ("best", "last"):  # another checkpoint file: its own report files
