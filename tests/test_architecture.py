@@ -228,3 +228,12 @@ def test_atomic_write_permissions(tmp_path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert p.read_text() == "x" and (p.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_a_module_the_model_runs_twice_is_no_attach_point() -> None:
+    # a torchvision ResNet block applies its one ReLU module twice: its output is not one feature
+    g = ssal.random_grouping(10, 3, seed=0)
+    with pytest.raises(SSALError, match=r"'layer1\.0\.relu' runs 2 times per forward pass.*e\.g\. 'layer1\.0'"):
+        ssal.SSALModel(resnet18(num_classes=10), [ssal.Branch("layer1.0.relu", g)], input_size=(3, 32, 32))
+    m = ssal.SSALModel(resnet18(num_classes=10), [ssal.Branch("layer1.0", g), ssal.Branch("relu", g)], (3, 32, 32))
+    assert [tuple(a.shape) for a in m(torch.rand(2, 3, 32, 32)).aux] == [(2, 3), (2, 3)]  # run once each: fine

@@ -197,11 +197,13 @@ class SSALModel(nn.Module):
     def _probe(self, targets: Sequence[str], size: Sequence[int] | None = None) -> tuple[dict[str, torch.Size], int]:
         """Run one dummy batch through the backbone to learn the attach-point shapes and C."""
         shapes: dict[str, torch.Size] = {}
+        calls: dict[str, int] = dict.fromkeys(targets, 0)
         modules = dict(self.backbone.named_modules())
-        hooks = [
-            modules[t].register_forward_hook(lambda m, i, o, t=t: shapes.__setitem__(t, _as_tensor(o, t).shape))
-            for t in dict.fromkeys(targets)
-        ]
+
+        def seen(t: str, output: object) -> None:
+            shapes[t], calls[t] = _as_tensor(output, t).shape, calls[t] + 1
+
+        hooks = [modules[t].register_forward_hook(lambda m, i, o, t=t: seen(t, o)) for t in dict.fromkeys(targets)]
         p = next(self.backbone.parameters(), None)
         size = tuple(self.input_size if size is None else size)
         x = torch.zeros(2, *size, device=p.device if p is not None else None)
@@ -227,6 +229,13 @@ class SSALModel(nn.Module):
                 raise SSALError(
                     f"attach point {t!r} is never called as a whole (the model calls its parts one by one)"
                     + (f"; attach to one of its children, e.g. {t}.{kids[-1]}" if kids else "")
+                )
+            if calls[t] > 1:  # e.g. the ReLU a ResNet block applies twice: which of its outputs is the feature?
+                parent = t.rpartition(".")[0]
+                raise SSALError(
+                    f"attach point {t!r} runs {calls[t]} times per forward pass (the model reuses the module), so "
+                    "its output is not one feature; attach to a module that runs once"
+                    + (f", e.g. {parent!r}" if parent else "")
                 )
         return shapes, int(out.shape[1])
 
