@@ -198,3 +198,24 @@ def test_bad_groups_json(tmp_path, text: str, message: str) -> None:
     p.write_text(text)
     with pytest.raises(SSALError, match=message):
         Grouping.load(p)
+
+
+def test_a_grouping_is_aligned_to_the_data_sets_class_order(tmp_path) -> None:
+    from ssal.build import DataBundle, resolve_groupings
+    from ssal.config import Config
+
+    g = Grouping((0, 0, 1, 1, 2), 3, class_names=("ant", "bee", "cat", "dog", "eel"))
+    assert g.aligned_to(None) is g and g.aligned_to(list(g.class_names)) is g
+    shuffled = ["eel", "cat", "ant", "dog", "bee"]
+    a = g.aligned_to(shuffled)
+    assert a.class_names == tuple(shuffled) and a.assignment == (2, 1, 0, 1, 0)  # every class keeps its group
+    with pytest.raises(SSALError, match=r"grouping 1 was made for other classes.*\['fox'\] are not in it"):
+        g.aligned_to(["ant", "bee", "cat", "dog", "fox"], "grouping 1")
+    # through the config: a grouping JSON of the same classes in another order is remapped, of others refused
+    g.save(tmp_path / "g.json")
+    cfg = Config(name="t")
+    cfg.ssal.branches, cfg.ssal.groupings = [{"at": "g2", "k": 3}], [str(tmp_path / "g.json")]
+    [r] = resolve_groupings(cfg, DataBundle("folder", 5, shuffled))
+    assert r.assignment == (2, 1, 0, 1, 0)
+    with pytest.raises(SSALError, match="made for other classes"):
+        resolve_groupings(cfg, DataBundle("folder", 5, ["ant", "bee", "cat", "dog", "fox"]))

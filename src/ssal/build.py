@@ -192,6 +192,10 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
     for i, g in enumerate(out):
         if g.num_classes != C:
             raise SSALError(f"grouping {i + 1} has {g.num_classes} classes but data set {data.name!r} has {C}")
+        aligned = g.aligned_to(names, f"grouping {i + 1}")  # the same classes in another order are remapped
+        if aligned is not g:
+            log.info("grouping %d lists the classes in another order than data set %r: remapped", i + 1, data.name)
+        out[i] = g = aligned
         if g.k != int(branches[i]["k"]):  # the saved config must describe the model that is built
             src = s.groupings[i] if isinstance(s.groupings, list) else s.groupings
             raise SSALError(

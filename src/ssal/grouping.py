@@ -221,6 +221,23 @@ class Grouping:
             return self
         return Grouping(self.assignment, self.k, self.criterion, self.seed, self.source, tuple(names), self.extra)
 
+    def aligned_to(self, names: Sequence[str] | None, where: str = "grouping") -> Grouping:
+        """This grouping in the class order ``names`` (a data set's): the same if the class names agree or either
+        is unknown, reordered if they are the same classes in another order; ``SSALError`` for other classes."""
+        mine = self.class_names
+        if names is None or mine is None or tuple(mine) == tuple(names):
+            return self
+        names = tuple(str(n) for n in names)
+        if len(set(mine)) == len(mine) == len(names) == len(set(names)) and set(mine) == set(names):
+            index = {n: i for i, n in enumerate(mine)}
+            a = tuple(self.assignment[index[n]] for n in names)
+            return Grouping(a, self.k, self.criterion, self.seed, self.source, names, self.extra)
+        missing, extra = [n for n in names if n not in set(mine)], [n for n in mine if n not in set(names)]
+        detail = "its class names repeat or differ in count"
+        if missing or extra:
+            detail = f"the data's {missing[:3]} are not in it, its {extra[:3]} are not in the data"
+        raise SSALError(f"{where} was made for other classes than the data set's: {detail}")
+
 
 # --- validation ------------------------------------------------------------------------------------
 def shipped_groupings() -> list[str]:
