@@ -242,3 +242,22 @@ def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture) -
     assert main(["train", "--config", str(MINI), "--print-config", "optim.lr=0.5"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["optim"]["lr"] == 0.5 and cfg["model"]["name"] == "small_cnn"
+
+
+def test_evaluate_flags_a_best_checkpoint_chosen_on_the_test_split(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "data.val_fraction=0",
+        "ssal.groupings=random",
+        "trainer.epochs=3",
+    ]
+    assert main([*args, f"run_dir={run}"]) == 0
+    assert main(["evaluate", str(run)]) == 0  # best.ckpt: chosen on the test split it is evaluated on
+    assert json.loads((run / "eval.json").read_text())["selected_on_test"] is True
+    assert "chosen by accuracy on this test split" in (run / "eval.md").read_text()
+    assert main(["evaluate", str(run), "--checkpoint", "last"]) == 0
+    assert json.loads((run / "eval.json").read_text())["selected_on_test"] is False
+    assert "chosen by accuracy" not in (run / "eval.md").read_text()

@@ -106,6 +106,15 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
     return bundle
 
 
+def validates_on_test(cfg: DataConfig) -> bool:
+    """Whether training with ``cfg`` validates (and picks its best checkpoint) on the test split: in-memory data
+    with ``val_fraction`` 0, or an ImageFolder tree without both val/ and test/ and without a held-out fraction."""
+    if dataset_spec(cfg.name).in_memory:
+        return cfg.val_fraction <= 0
+    root = Path(cfg.root)
+    return not ((root / "val").is_dir() and (root / "test").is_dir()) and cfg.val_fraction <= 0
+
+
 def _folder_bundle(cfg: DataConfig) -> DataBundle:
     """Splits of an ImageFolder tree. Class indices come from the class folder *names* of train/: val/ and test/ may
     lack a class (its index stays that of train/), but a class folder that train/ does not have is an error."""

@@ -19,7 +19,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from tqdm.auto import tqdm
 
 from .architecture import SSALModel, SSALOutput
-from .build import DataBundle, load_data, make_loader
+from .build import DataBundle, load_data, make_loader, validates_on_test
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .prediction import LinearCombination, SSALMetrics, fit_linear_combination, joint_probability
@@ -126,6 +126,7 @@ class EvalReport:
     mistakes_reference: str | None = None  # the coarse grouping that defines "inside": superclasses or g1
     tta: str = "none"
     train_flops: float | None = None  # training compute of the evaluated checkpoint (metrics.csv)
+    selected_on_test: bool = False  # the checkpoint is best.ckpt of a run that validated on this test split
 
 
 def calibration_error(probs: torch.Tensor, target: torch.Tensor) -> float:
@@ -207,6 +208,13 @@ def _evaluate_run(
     if info.groupings:
         probs["jp"] = joint_probability(out, [g.cpu() for g in info.gammas], info.eta)
     ref, coarse = _coarse_reference(info, data)
+    on_test = split == "test" and _is_best(info) and validates_on_test(cfg.data)
+    if on_test:
+        log.warning(
+            "%s was chosen by accuracy on the test split (the run had no held-out validation split): its test "
+            "accuracy is optimistic; report --checkpoint last",
+            Path(info.checkpoint).name,
+        )
     within = {}
     if coarse is not None:
         within = {k: v for k, p in probs.items() if (v := mistakes_within(p.argmax(1), y, coarse)) is not None}
@@ -232,7 +240,15 @@ def _evaluate_run(
         mistakes_reference=ref,
         tta=tta,
         train_flops=_train_flops(info),
+        selected_on_test=on_test,
     )
+
+
+def _is_best(info: RunInfo) -> bool:
+    try:
+        return Path(info.checkpoint).resolve() == info.paths.best.resolve()
+    except OSError:
+        return False
 
 
 def _pct(v: float | None) -> str:
@@ -243,6 +259,9 @@ def format_report(rep: EvalReport, title: str | None = None) -> str:
     """The report as a Markdown table (what ``ssal evaluate`` prints and writes to eval.md)."""
     lines = [f"## {title or Path(rep.run_dir).name}", ""]
     lines += [f"Checkpoint `{rep.checkpoint}` (epoch {rep.epoch}), {rep.split} split, {rep.num_samples} images."]
+    if rep.selected_on_test:
+        lines += ["", "**This checkpoint was chosen by accuracy on this test split** (the run had no held-out "
+                  "validation split), so the numbers below are optimistic; `--checkpoint last` is not."]  # fmt: skip
     lines += ["", "| prediction | top-1 (%) | top-5 (%) |", "|---|---|---|"]
     lines.append(f"| +TR (main classifier f) | {_pct(rep.tr_top1)} | {_pct(rep.tr_top5)} |")
     if rep.jp_top1 is not None:
