@@ -408,3 +408,21 @@ def test_commands_on_a_baseline(info: RunInfo, baseline: RunInfo, tmp_path: Path
     assert len(got) == 1 and max_difference(ssal_outputs(baseline, x), got) <= 1e-4
     panels = explain_batch(info, x[:2], baseline=baseline)
     assert [p.output for p in panels[0]] == ["g_f", "g1", "g2", "org"]
+
+
+def test_explain_baseline_checkpoint(run_dir: Path, images: list[Path], tmp_path: Path, monkeypatch) -> None:
+    import ssal.runs
+
+    real, seen = ssal.runs.load_run, []
+
+    def spy(path: Path, which: str = "best", *a: object, **k: object) -> RunInfo:
+        seen.append(which)
+        return real(path, which, *a, **k)
+
+    monkeypatch.setattr(ssal.runs, "load_run", spy)
+    args = ["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "c"), "--baseline", str(run_dir)]
+    assert main([*args, "--checkpoint", "last"]) == 0 and seen == ["last", "last"]  # the baseline follows
+    seen.clear()
+    assert main([*args, "--checkpoint", "last", "--baseline-checkpoint", "best"]) == 0 and seen == ["last", "best"]
+    assert main(["explain", str(run_dir), str(images[0]), "--out", str(tmp_path / "d"), "--baseline-checkpoint",
+                 "last"]) == 2  # fmt: skip

@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", type=Path, metavar="RUN_DIR", help="a baseline run to compare with (org)")
     p.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam"), help="default: auto")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    p.add_argument(
+        "--baseline-checkpoint",
+        default=None,
+        help="the baseline's: best, last or a path (default: --checkpoint when it is best or last, else best)",
+    )
     p.set_defaults(func=run)
 
 
@@ -38,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import expand_image_paths
 
     info = load_run(args.run_dir, args.checkpoint)
-    baseline = load_run(args.baseline) if args.baseline else None
+    which = args.baseline_checkpoint or (args.checkpoint if args.checkpoint in ("best", "last") else "best")
+    if args.baseline_checkpoint is not None and not args.baseline:
+        from ..errors import SSALError
+
+        raise SSALError("--baseline-checkpoint needs --baseline RUN_DIR")
+    baseline = load_run(args.baseline, which) if args.baseline else None
     written, errors = explain_images(info, expand_image_paths(args.images), args.out, baseline, args.method)
     for _, msg in errors:
         print(f"ssal explain: error: {msg}", file=sys.stderr)
