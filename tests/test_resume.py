@@ -149,3 +149,20 @@ def test_resume_keeps_the_best_score_of_a_moved_or_older_run(legacy: bool, unint
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"] and float(rows[3]["jp_top1"]) < 1000
     assert RunPaths(run).best.read_bytes() == before
     assert load_checkpoint(RunPaths(run).last)["callbacks"][best]["best_model_score"] == 1000.0
+
+
+def test_resume_with_weight_averaging_is_bit_identical(tmp_path: Path) -> None:
+    # trainer.ema_decay: both the averaged weights (state_dict) and the current ones resume exactly
+    def cfg(run: Path):
+        return load_config(DEMO, [*ARGS, "trainer.ema_decay=0.9", f"run_dir={run}"])
+
+    fit(cfg(tmp_path / "straight"))
+    with pytest.MonkeyPatch.context() as mp:
+        _crash_mid_epoch(mp)
+        with pytest.raises(Crash):
+            fit(cfg(tmp_path / "resumed"))
+    fit(cfg(tmp_path / "resumed"), resume=True)
+    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+    a, b = (load_checkpoint(RunPaths(tmp_path / r).last) for r in ("resumed", "straight"))
+    for key in ("state_dict", "current_model_state"):
+        assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
