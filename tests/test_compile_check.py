@@ -53,6 +53,8 @@ def test_agreeing_gradients_pass_and_leave_the_model_as_it_was() -> None:
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # batch-norm statistics restored
     assert all(p.grad is None for p in model.parameters())
+    model.requires_grad_(False)
+    assert compiled_gradient_problem(model, broken(model, float("nan")), loss, x, y) is None  # nothing trains
 
 
 def test_non_finite_and_wrong_gradients_are_named() -> None:

@@ -160,6 +160,8 @@ def compiled_gradient_problem(
     below 0.9 between the two gradient vectors.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None  # nothing trains: no gradient to compare
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     grads = []
     for forward in (model.forward, compiled):
