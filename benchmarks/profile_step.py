@@ -26,7 +26,6 @@ from ssal.cli.bench import from_config
 from ssal.hardware import resolve_precision
 from ssal.loss import SSALLoss
 from ssal.models import create_model
-from ssal.runtime import autocast
 
 KINDS = {  # operator kind -> substrings of aten op names; first match wins
     "convolution / matmul": ("convolution", "mm", "linear", "matmul"),
@@ -50,7 +49,6 @@ def main() -> None:
     s, branches = from_config(a.config, bench.BenchSettings(), None, None)
     precision = resolve_precision(s.precision, "cpu")
     dtype = {"32-true": torch.float32, "16-mixed": torch.float16}.get(precision, torch.bfloat16)
-    device = torch.device("cpu")
     torch.manual_seed(0)
     eager = create_model(s.model, s.num_classes, ssal=branches, input_size=s.image_size(), **s.model_options)
     fmt = torch.channels_last if s.channels_last else torch.contiguous_format
@@ -59,22 +57,10 @@ def main() -> None:
     y = torch.randint(0, s.num_classes, (s.batch_size,))
     crit = SSALLoss(eager.gammas)
 
-    def step_fn(model: torch.nn.Module, forward: object) -> object:
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-
-        def step() -> None:
-            with autocast(device, precision):
-                loss = crit(forward(x), y).total
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return step
-
-    steps = {"eager": step_fn(eager, eager)}
+    steps = {"eager": bench.train_step_fn(eager, crit, x, y, precision)}
     if not a.no_compile:
         twin = copy.deepcopy(eager)
-        steps["compiled"] = step_fn(twin, torch.compile(twin.forward))
+        steps["compiled"] = bench.train_step_fn(twin, crit, x, y, precision, torch.compile(twin.forward))
     for step in steps.values():  # warm-up; compiles
         for _ in range(3):
             step()

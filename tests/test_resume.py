@@ -77,6 +77,21 @@ def _crash_between_best_and_last(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_trainer.AtomicCheckpointIO, "save_checkpoint", save_checkpoint)
 
 
+def _straight_and_resumed(tmp_path: Path, overrides: list[str]) -> None:
+    """Train straight and with a mid-epoch crash + resume; both runs' metrics rows must be the same."""
+
+    def cfg(run: Path):
+        return load_config(DEMO, [*ARGS, *overrides, f"run_dir={run}"])
+
+    fit(cfg(tmp_path / "straight"))
+    with pytest.MonkeyPatch.context() as mp:
+        _crash_mid_epoch(mp)
+        with pytest.raises(Crash):
+            fit(cfg(tmp_path / "resumed"))
+    fit(cfg(tmp_path / "resumed"), resume=True)
+    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+
+
 @pytest.mark.parametrize("crash", [_crash_mid_epoch, _crash_after_row, _crash_between_best_and_last])
 def test_resume_after_a_crash_is_bit_identical(crash, uninterrupted: Path, tmp_path: Path) -> None:
     run = tmp_path / "resumed"
@@ -115,16 +130,7 @@ def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Pat
     extra = [f"data.root={tmp_path / 'data'}", "data.name=folder", "data.workers=1", "data.batch_size=4"]
     extra += ["ssal.branches=[{at: g3, k: 2, head: gap}]", "trainer.limit_train_batches=1.0"]
 
-    def cfg(run: Path):
-        return load_config(DEMO, [*ARGS, *extra, f"run_dir={run}"])
-
-    fit(cfg(tmp_path / "straight"))
-    with pytest.MonkeyPatch.context() as mp:
-        _crash_mid_epoch(mp)
-        with pytest.raises(Crash):
-            fit(cfg(tmp_path / "resumed"))
-    fit(cfg(tmp_path / "resumed"), resume=True)
-    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+    _straight_and_resumed(tmp_path, extra)
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -153,16 +159,7 @@ def test_resume_keeps_the_best_score_of_a_moved_or_older_run(legacy: bool, unint
 
 def test_resume_with_weight_averaging_is_bit_identical(tmp_path: Path) -> None:
     # trainer.ema_decay: both the averaged weights (state_dict) and the current ones resume exactly
-    def cfg(run: Path):
-        return load_config(DEMO, [*ARGS, "trainer.ema_decay=0.9", f"run_dir={run}"])
-
-    fit(cfg(tmp_path / "straight"))
-    with pytest.MonkeyPatch.context() as mp:
-        _crash_mid_epoch(mp)
-        with pytest.raises(Crash):
-            fit(cfg(tmp_path / "resumed"))
-    fit(cfg(tmp_path / "resumed"), resume=True)
-    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+    _straight_and_resumed(tmp_path, ["trainer.ema_decay=0.9"])
     a, b = (load_checkpoint(RunPaths(tmp_path / r).last) for r in ("resumed", "straight"))
     for key in ("state_dict", "current_model_state"):
         assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key

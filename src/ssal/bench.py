@@ -54,6 +54,7 @@ __all__ = [
     "matmul_peak",
     "matmul_peak_gflops",
     "synthetic_confusion",
+    "train_step_fn",
     "train_step_flops",
 ]
 
@@ -322,13 +323,22 @@ def _timed_steps(step: Callable[[], None], steps: int, warmup: int) -> float:
     return float(np.median([_seconds(step, device) for _ in range(steps)]))
 
 
-def _train_step_fn(model: SSALModel, crit: SSALLoss, x: torch.Tensor, y: torch.Tensor, precision: str) -> Callable:
+def train_step_fn(
+    model: SSALModel,
+    crit: SSALLoss,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str,
+    forward: Callable[[torch.Tensor], Any] | None = None,
+) -> Callable[[], None]:
+    """One SGD training step of ``model`` on the batch ``(x, y)`` as a callable; ``forward`` replaces ``model``'s
+    (e.g. a ``torch.compile`` of it)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    device = x.device
+    device, forward = x.device, forward or model
 
     def step() -> None:
         with autocast(device, precision):
-            loss = crit(model(x), y).total
+            loss = crit(forward(x), y).total
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -346,7 +356,7 @@ def interleaved_step_cost(s: BenchSettings, branches: Any) -> dict[str, float]:
     for br in ((), branches):
         model, crit, x, y = _model_and_batch(s, list(br))
         model.train()
-        steps.append(_train_step_fn(model, crit, x, y, s.precision))
+        steps.append(train_step_fn(model, crit, x, y, s.precision))
     device = default_device()
     for _ in range(s.warmup):
         for step in steps:
