@@ -397,3 +397,12 @@ def test_an_unpretrained_torchvision_vit_is_built_at_the_input_size_it_reports(m
     seen.clear()
     create_zoo_backbone("torchvision:resnet18", 10)
     assert seen["name"] == "resnet18" and "image_size" not in seen
+
+
+def test_offline_torchvision_weights_error_is_not_about_options(capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    def offline(*a: object, **k: object) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    tv = ["train", "--config", str(DEMO), "--dry-run", "model.options={}", "model.name=torchvision:resnet18"]
+    _fails([*tv, "model.pretrained=true"], capsys, "error: cannot fetch the pretrained weights of torchvision:resnet18")

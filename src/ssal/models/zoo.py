@@ -244,6 +244,8 @@ def _build_torchvision(
                 model = get_model(base, weights=w, **options)
             except (OSError, RuntimeError) as e:  # URLError is an OSError; a truncated download a RuntimeError
                 raise _offline_error(name, e) from None
+    except SSALError:  # a ValueError too, but not about the options
+        raise
     except (TypeError, ValueError) as e:
         raise SSALError(f"{name}: bad model.options {options}: {str(e).splitlines()[0]}") from None
     model.ssal_classifier = _output_layers(model, len(w.meta["categories"]))
