@@ -53,6 +53,14 @@ def test_pipeline_without_a_baseline_when_the_groups_need_none(tmp_path: Path) -
     assert {r["run"] for r in read_metrics(out / "metrics.csv")} == {"ssal"}
 
 
+def test_pipeline_checks_weights_per_branch_before_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "p"
+    _fails_cleanly(["demo", "--out", str(out), "ssal.aux_weights=[0.5]"], capsys, "ssal.aux_weights: has 1 values")
+    assert not out.exists()  # not after training the baseline
+    dry = ["train", "--config", str(MINI), "--dry-run", "ssal.branches=paper"]
+    _fails_cleanly([*dry, "ssal.eta=[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"], capsys, "eta values given for")
+
+
 def test_pipeline_names_the_ssal_confusion_it_replaces(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from ssal.pipeline import _ssal_configs
 

@@ -43,6 +43,8 @@ def test_defaults_and_types() -> None:
         ({"schedule": {"peak_epoch": 30}, "trainer": {"epochs": 20}}, "schedule.peak_epoch"),
         ({"ssal": {"criterion": "merge"}}, "ssal.criterion"),
         ({"ssal": {"eta": 1.5}}, "ssal.eta"),
+        ({"ssal": {"branches": [{"at": "g2", "k": 2}], "eta": [0.5, 0.5]}}, "ssal.eta"),
+        ({"ssal": {"branches": [{"at": "g2", "k": 2}], "aux_weights": [0.5, 0.5]}}, "ssal.aux_weights"),
         ({"ssal": {"branches": "all"}}, "ssal.branches"),
         ({"data": {"name": "mnist"}}, "data.name"),
         ({"data": {"batch_size": True}}, "data.batch_size"),

@@ -298,13 +298,17 @@ def validate(cfg: Config) -> Config:
     sm = s.size_margin
     _need(sm is None or 1 <= sm < math.inf, "ssal.size_margin", f"must be null or a finite number >= 1, got {sm}")
     _need(s.criterion in CRITERIA, "ssal.criterion", f"must be join or split, got {s.criterion!r}")
-    try:  # the count per branch is checked when the model is built (``branches: paper`` fixes it there)
+    try:  # the count per branch is checked below, or for ``branches: paper`` when the model is built
         validate_eta(s.eta, len(s.eta) if isinstance(s.eta, list) else 1)
     except SSALError as e:
         raise SSALError(f"config key ssal.eta: {e}") from None
     _need(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number > 0, got {o.lr}")
     weights = [s.main_weight, *([s.aux_weights] if isinstance(s.aux_weights, float) else s.aux_weights)]
     _need(all(w >= 0 and math.isfinite(w) for w in weights), "ssal.aux_weights", "loss weights must be finite, >= 0")
+    n = len(s.branches) if isinstance(s.branches, list) else 0  # a baseline (0) ignores them; ``paper``: at build
+    for key, v in (("ssal.eta", s.eta), ("ssal.aux_weights", s.aux_weights)):
+        if n and isinstance(v, list):
+            _need(len(v) == n, key, f"has {len(v)} values for {n} branch(es)")
     _need(0.0 <= o.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _need(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", f"must be in [0, 1), got {o.label_smoothing}")

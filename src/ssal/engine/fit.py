@@ -100,11 +100,12 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
     model = build_model(cfg, data.num_classes, groupings, data)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s with %d branch(es), %.2fM parameters", cfg.name, cfg.model.name, len(groupings), n_params / 1e6)
+    loss, eta = build_loss(cfg, model), eta_values(cfg, len(groupings))  # one weight and eta per branch: dry run too
     if dry_run:
         return FitResult(paths.root, n_params, None)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss, eta, meta = build_loss(cfg, model), eta_values(cfg, len(groupings)), checkpoint_meta(cfg, data, groupings)
+    meta = checkpoint_meta(cfg, data, groupings)
     task = SSALTask(model, loss, eta, cfg.optim, cfg.schedule, cfg.trainer.epochs, cfg.trainer.compile, meta,
                     check_every=cfg.trainer.log_every_n_steps)  # fmt: skip
     meter, s = ComputeMeter(), cfg.ssal
