@@ -408,3 +408,5 @@ def test_checkpoint_from_another_run_is_named(trained: Path, tmp_path: Path, cap
     caplog.clear()
     load_run(trained)
     assert "another run" not in caplog.text
+    load_run(trained, str(other / "checkpoints" / "last.ckpt"))  # --checkpoint PATH of another run
+    assert "was written by another run (name, seed differ" in caplog.text and "last.ckpt" in caplog.text

@@ -354,8 +354,9 @@ IDENTITY_KEYS = (("name",), ("seed",), ("model",), ("data", "name"), ("ssal", "b
 
 
 def _warn_if_foreign(paths: RunPaths, ckpt_path: Path, ckpt_config: dict[str, Any]) -> None:
-    """Warn when a checkpoint inside a run directory was written by another run (e.g. copied in by hand)."""
-    if ckpt_path.parent.resolve() != paths.checkpoints.resolve() or not paths.config.is_file():
+    """Warn when the checkpoint used for a run directory (its own, e.g. copied in by hand, or a ``--checkpoint``
+    path) was written by another run."""
+    if not paths.config.is_file():
         return
     try:
         own = read_yaml(paths.config)
