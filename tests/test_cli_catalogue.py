@@ -117,6 +117,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("folder-extra-class-in-val", lambda ws: _folder(ws, {"train": "abc", "val": "abcd"}), "val has class folder(s) d"),
     ("folder-no-val", lambda ws: _folder(ws, {"train": "abc"}), "needs data/val/<class>"),
     (
+        "folder-empty-class-in-train",
+        lambda ws: [*_folder(ws, {"train": "ab", "val": "ab"}), (ws / "data/train/c").mkdir()][:-1],
+        "data/train has class folder(s) without images: c",
+    ),
+    (
         "folder-empty-image",
         lambda ws: [*_folder(ws, {"train": "ab", "val": "ab"}), (ws / "data/train/a/x.png").write_bytes(b"")][:-1],
         "x.png (empty file)",
@@ -391,6 +396,9 @@ def test_a_missing_class_in_val_is_scored_with_train_labels(tmp_path: Path, monk
     assert main(["confusion", "out", "--split", "test"]) == 0
     conf = np.load(tmp_path / "out" / "confusion_test.npy")
     assert conf.sum(1).tolist() == [3, 0, 3, 3]  # rows are the true classes a, b, c, d
+    assert main(["evaluate", "out"]) == 0
+    assert "9 images" in capsys.readouterr().out
+    (tmp_path / "data" / "val" / "b").mkdir()  # an empty class folder is a class without images too
     assert main(["evaluate", "out"]) == 0
     assert "9 images" in capsys.readouterr().out
 

@@ -17,7 +17,7 @@ import torch
 from .architecture import SSALModel
 from .config import Config, DataConfig
 from .data import DATASETS, DeviceLoader, build_folder_loader, dataset_spec, load_arrays, split_train_val
-from .data.folder import FolderSplit, class_folders
+from .data.folder import FolderSplit, class_folders, empty_class_folders
 from .errors import SSALError
 from .grouping import (
     Grouping,
@@ -124,6 +124,9 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
     names = class_folders(root / "train")
     if len(names) < 2:
         raise SSALError(f"{root}/train has {len(names)} class folders; need at least 2")
+    empty = empty_class_folders(root / "train")
+    if empty:
+        raise SSALError(f"{root}/train has class folder(s) without images: {', '.join(empty[:5])}; remove them")
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
     if not (has_val or has_test):
         raise SSALError(f"ImageFolder data needs {root}/val/<class>/... (the test split) next to {root}/train")

@@ -25,6 +25,7 @@ __all__ = [
     "build_folder_loader",
     "check_images",
     "class_folders",
+    "empty_class_folders",
     "folder_transforms",
     "open_image",
 ]
@@ -70,6 +71,16 @@ def class_folders(folder: str | os.PathLike) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def empty_class_folders(folder: str | os.PathLike) -> list[str]:
+    """The class folders in ``folder`` that hold no image file (at any depth, as ImageFolder looks)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    def has_images(path: str) -> bool:
+        return any(f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(path) for f in files)
+
+    return [c for c in class_folders(folder) if not has_images(os.path.join(folder, c))]
+
+
 def open_image(path: str | os.PathLike) -> Any:
     """The image at ``path`` decoded as an RGB PIL image; a file that cannot be decoded, or one of more pixels than
     PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89 M), is an ``SSALError`` naming it."""
@@ -102,11 +113,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def _image_folder(
-    folder: Path, train: bool, image_size: int, resize: int, class_names: Sequence[str] | None = None
+    folder: Path,
+    train: bool,
+    image_size: int,
+    resize: int,
+    class_names: Sequence[str] | None = None,
+    allow_empty: bool = False,
 ) -> Any:
     """torchvision's ImageFolder whose label of a class folder is its position in ``class_names`` (the class names
     of train/), so that a split with fewer classes keeps the labels of train/; a class folder that train/ does not
-    have is an ``SSALError``."""
+    have is an ``SSALError``. With ``allow_empty`` an empty class folder is a class without images."""
     from torchvision.datasets import ImageFolder
 
     if not folder.is_dir():
@@ -129,7 +145,8 @@ def _image_folder(
             return present, {c: names.index(c) for c in present}
 
     try:
-        ds = _Named(str(folder), transform=folder_transforms(train, image_size, resize), loader=_decode)
+        tf = folder_transforms(train, image_size, resize)
+        ds = _Named(str(folder), transform=tf, loader=_decode, allow_empty=allow_empty)
     except SSALError:
         raise
     except (OSError, ValueError) as e:
@@ -264,7 +281,8 @@ def build_folder_loader(
     if batch_size < 1 or workers < 0:
         raise SSALError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
     split = split if isinstance(split, FolderSplit) else FolderSplit(split)
-    folder = _image_folder(Path(root).expanduser() / split.folder, train, image_size, resize, class_names)
+    path = Path(root).expanduser() / split.folder  # val/ and test/ may lack a class, or hold it as an empty folder
+    folder = _image_folder(path, train, image_size, resize, class_names, allow_empty=split.folder != "train")
     if skip_broken:  # before a stratified split, which then divides the readable images
         found = check_images(Path(root).expanduser() / split.folder, skip=True, reuse=True)
         broken = {os.path.normpath(p) for p in found}
