@@ -205,6 +205,23 @@ def test_cam_equals_direct_computation(info: RunInfo, images: list[Path]) -> Non
     torch.testing.assert_close(g.cam * a_f.shape[-1] * a_f.shape[-2], direct_f.clamp_min(0), rtol=1e-4, atol=1e-5)
 
 
+def test_cam_of_a_torchvision_resnet_uses_its_last_stage_not_avgpool() -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = SSALModel(torchvision.models.resnet18(num_classes=4), [], input_size=(3, 64, 64)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    r = output_heatmap(model, x)  # avgpool's (B, 512, 1, 1) output is the last 4-D one: no map to show
+    assert r.method == "cam" and r.layer == "layer4" and r.cam.shape == (2, 2, 2)
+    maps: list[torch.Tensor] = []
+    hook = model.backbone.layer4.register_forward_hook(lambda m, i, o: maps.append(o))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    direct = torch.einsum("bk,bkhw->bhw", model.backbone.fc.weight[r.targets], maps[0])
+    torch.testing.assert_close(r.cam, direct, rtol=1e-4, atol=1e-5)
+
+
 def test_gradcam_matches_pytorch_grad_cam(info: RunInfo, images: list[Path]) -> None:
     pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam import GradCAM

@@ -83,7 +83,10 @@ def _candidates(sel: OutputSelector) -> dict[nn.Module, str]:
 
 
 def find_feature_layer(sel: OutputSelector, x: torch.Tensor) -> tuple[nn.Module, str, nn.Linear | None]:
-    """The module producing the output's last 4-D feature map, its name, and the last linear layer (if any)."""
+    """The module producing the output's last 4-D feature map, its name, and the last linear layer (if any).
+
+    A map of one pixel (a pooling module's (B, C, 1, 1) output, such as torchvision's ``avgpool``) has nothing to
+    show, so the last larger map is taken when there is one."""
     order: list[tuple[nn.Module, torch.Tensor]] = []
     cands = _candidates(sel)
     hooks = [m.register_forward_hook(lambda m, i, o: order.append((m, o))) for m in cands]
@@ -94,6 +97,8 @@ def find_feature_layer(sel: OutputSelector, x: torch.Tensor) -> tuple[nn.Module,
         for h in hooks:
             h.remove()
     feats = [m for m, o in order if isinstance(o, torch.Tensor) and o.dim() == 4]
+    maps = [m for m, o in order if m in feats and o.shape[2] * o.shape[3] > 1]
+    feats = maps or feats
     if sel.index is not None:  # the attach point's hook fires after the head it feeds: prefer the head's own maps
         head = set(sel.model.branches[sel.index].head.modules())
         feats = [m for m in feats if m not in head] + [m for m in feats if m in head]
