@@ -283,7 +283,7 @@ def format_report(rep: EvalReport, title: str | None = None) -> str:
     if rep.tta != "none":
         lines += ["", f"Test-time augmentation: {rep.tta} (logits of the image and its mirror averaged)."]
     if rep.train_flops:
-        lines += ["", f"Training compute: {rep.train_flops / 1e15:.4f} PFLOP (forward + backward, metrics.csv)."]
+        lines += ["", f"Training compute: {rep.train_flops / 1e15:.3g} PFLOP (forward + backward, metrics.csv)."]
     p = rep.params
     lines += ["", f"Parameters: {p['total']:,} total ({p['backbone']:,} backbone f + {p['branches']:,} branches)."]
     return "\n".join(lines) + "\n"
