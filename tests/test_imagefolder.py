@@ -60,6 +60,11 @@ def test_a_split_that_does_not_fit_train_is_an_error(tmp_path: Path, layout: dic
         load_data(DataConfig(name="folder", root=str(tmp_path)))
 
 
+def test_dry_run_names_the_folder_it_found_no_classes_in(tmp_path: Path) -> None:
+    with pytest.raises(SSALError, match=f"no class folders in {tmp_path / 'typo' / 'train'}"):
+        load_data(DataConfig(name="folder", root=str(tmp_path / "typo")), dry_run=True)
+
+
 def test_broken_images_are_named_before_training(tmp_path: Path) -> None:
     write_tree(tmp_path, {"train": "ab"})
     check_images(tmp_path / "train")  # all good

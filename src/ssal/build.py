@@ -83,7 +83,8 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
         if n is None and not spec.in_memory and (Path(cfg.root) / "train").is_dir():  # the data is here: count
             n = len(class_folders(Path(cfg.root) / "train")) or None
         if n is None:
-            raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}")
+            where = "" if spec.in_memory else f" (no class folders in {Path(cfg.root) / 'train'})"
+            raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}{where}")
         return DataBundle(cfg.name, n, mean=spec.mean, std=spec.std)
     if not spec.in_memory:
         return _folder_bundle(cfg)
