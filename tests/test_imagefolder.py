@@ -9,7 +9,7 @@ import pytest
 
 from ssal.build import load_data, make_loader
 from ssal.config import DataConfig, load_config
-from ssal.data.folder import build_folder_loader, check_images
+from ssal.data.folder import FolderSplit, build_folder_loader, check_images
 from ssal.errors import SSALError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +58,15 @@ def test_a_split_that_does_not_fit_train_is_an_error(tmp_path: Path, layout: dic
     write_tree(tmp_path, layout)
     with pytest.raises(SSALError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_data(DataConfig(name="folder", root=str(tmp_path)))
+
+
+def test_a_held_out_part_counts_its_own_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_tree(tmp_path, {"train": "abc"})
+    for f in list((tmp_path / "train" / "c").iterdir())[1:]:
+        f.unlink()  # c has one image: it stays in training, none is held out
+    with caplog.at_level("INFO"):
+        build_folder_loader(tmp_path, FolderSplit("train", "holdout", 0.3), 4, train=False, workers=0, image_size=8)
+    assert "train[holdout 0.3]: 2 images in 2 classes" in caplog.text
 
 
 def test_dry_run_names_the_folder_it_found_no_classes_in(tmp_path: Path) -> None:

@@ -317,7 +317,8 @@ def build_folder_loader(
     dataset.ssal_epoch = 0  # type: ignore[union-attr]
     loader.class_names = list(folder.classes)
     loader.set_epoch = lambda epoch: _set_epoch(loader, epoch)  # type: ignore[attr-defined]
-    log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(set(folder.targets)))
+    targets = folder.targets if dataset is folder else [folder.targets[i] for i in dataset.indices]
+    log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(set(targets)))
     return loader
 
 
