@@ -150,6 +150,20 @@ def test_pipeline_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert np.load(tmp_path / "out" / "baseline" / "confusion.npy").sum() == 4  # round(0.1 x 8) = 1 image per class
 
 
+def test_pipeline_report_names_the_split_lc_is_fitted_on(tmp_path: Path) -> None:
+    from ssal.config import config_from_dict
+    from ssal.pipeline import _lc_split
+
+    for split in ("train", "val", "test"):
+        (tmp_path / split).mkdir()
+    folder = {"name": "folder", "root": str(tmp_path), "val_fraction": 0.1}
+    assert _lc_split(config_from_dict({"data": folder})).endswith("validation split (val/)")  # not 0.1 of train
+    (tmp_path / "test").rmdir()
+    assert _lc_split(config_from_dict({"data": folder})).endswith("(0.1 of train)")
+    assert "not reported" in _lc_split(config_from_dict({"data": {**folder, "val_fraction": 0.0}}))
+    assert _lc_split(config_from_dict({"data": {"name": "digits", "val_fraction": 0.2}})).endswith("(0.2 of train)")
+
+
 def _dry_run_cases() -> list[tuple[Path, str | None]]:
     cases = []
     for path in CONFIGS:

@@ -222,6 +222,20 @@ def plot_val_accuracy(runs: list[PipelineRun], path: Path) -> Path:
     return path
 
 
+def _lc_split(cfg: Config) -> str:
+    """Which split the runs validated on and +LC was fitted on, in words (the report's header)."""
+    from .build import validates_on_test
+    from .data import dataset_spec
+
+    d = cfg.data
+    if validates_on_test(d):
+        return "+LC is not reported (no held-out validation split: the runs validated on the test split)"
+    root = Path(d.root)
+    if not dataset_spec(d.name).in_memory and (root / "val").is_dir() and (root / "test").is_dir():
+        return "+LC is fitted on the validation split (val/)"
+    return f"+LC is fitted on the held-out validation split ({d.val_fraction:g} of train)"
+
+
 def write_report(runs: list[PipelineRun], out: Path) -> Path:
     """Write report.md, val_accuracy.png and the combined metrics.csv into ``out``."""
     plot_val_accuracy(runs, out / "val_accuracy.png")
@@ -230,11 +244,11 @@ def write_report(runs: list[PipelineRun], out: Path) -> Path:
         rows += [{"run": r.label, **x} for x in read_metrics(Path(r.config.run_dir) / "metrics.csv")]
     write_metrics(out / "metrics.csv", rows)
     base = runs[0].config
+    epochs = f"{base.trainer.epochs} epochs{' (baseline)' if runs[0].label == 'baseline' else ''}"
     lines = [
         f"# SSAL pipeline: {base.name.removesuffix('_baseline')}",
         "",
-        f"Data `{base.data.name}`, model `{base.model.name}`, {base.trainer.epochs} epochs (baseline), "
-        f"test split; +LC is fitted on the held-out validation split ({base.data.val_fraction:g} of train). "
+        f"Data `{base.data.name}`, model `{base.model.name}`, {epochs}, test split; {_lc_split(base)}. "
         "Accuracies in %. Total training compute counts every stage a model needs (forward + backward FLOPs of "
         "the training steps; a two-stage SSAL model includes its baseline run and the confusion pass; a one-pass "
         "model its own confusion pass); x baseline divides by the baseline's compute.",
