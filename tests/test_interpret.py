@@ -137,6 +137,7 @@ def test_predict_cli_text_and_per_file_errors(
     assert str(images[0]) in out and str(images[1]) in out and "+JP" in out and "g2: group" in out
     lines = [ln for ln in err.splitlines() if ln.startswith("ssal predict: error:")]
     assert len(lines) == 2 and "broken.png" in lines[0] and "nope.png" in lines[1]
+    assert lines[0] == f"ssal predict: error: cannot decode image {bad_image}: not an image"
 
 
 def test_imagenet_like_transform_resizes_and_crops(tmp_path: Path) -> None:

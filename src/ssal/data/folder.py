@@ -88,6 +88,8 @@ def open_image(path: str | os.PathLike) -> Any:
         return _open_rgb(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SSALError(f"cannot decode image {path}: too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except Image.UnidentifiedImageError:  # its message names the file object, not the file
+        raise SSALError(f"cannot decode image {path}: not an image") from None
     except Exception as e:  # PIL's decoders raise OSError, ValueError, SyntaxError, EOFError, struct.error, ...
         raise SSALError(f"cannot decode image {path}: {_first_line(e)}") from None
 
