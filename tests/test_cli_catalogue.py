@@ -403,6 +403,20 @@ def test_a_missing_class_in_val_is_scored_with_train_labels(tmp_path: Path, monk
     assert "9 images" in capsys.readouterr().out
 
 
+def test_data_whose_classes_changed_since_training_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A class folder renamed or added after training would shift the labels: one error line, not wrong numbers."""
+    monkeypatch.chdir(tmp_path)
+    argv = _folder(tmp_path, {"train": "abcd", "val": "abcd"})
+    assert main([*argv, "trainer.epochs=1", "schedule.name=constant", "trainer.limit_train_batches=1"]) == 0
+    for split in ("train", "val"):
+        (tmp_path / "data" / split / "a").rename(tmp_path / "data" / split / "e")  # same count, other names
+    for args in (["evaluate", "out"], ["confusion", "out", "--split", "test"]):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "are not those" in err[0] and "(new: e; missing: a)" in err[0], err
+
+
 def test_checkpoint_from_another_run_is_named(trained: Path, tmp_path: Path, caplog) -> None:
     from ssal.runs import load_run
 

@@ -22,11 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .architecture import SSALModel
-from .build import load_data, make_loader
+from .build import make_loader
 from .errors import SSALError
 from .io import atomic_write
 from .prediction import SSALMetrics
-from .runs import RunInfo, write_metrics
+from .runs import RunInfo, load_run_data, write_metrics
 from .runtime import eval_mode
 
 __all__ = [
@@ -136,7 +136,7 @@ def attack_batches(
     cfg.trainer.channels_last = False
     if batch_size:
         cfg.data.eval_batch_size = int(batch_size)
-    data = load_data(cfg.data, ("test",) if split == "test" else ("train", "val"))
+    data = load_run_data(info, ("test",) if split == "test" else ("train", "val"), cfg)
     arrays = getattr(data, split)
     if arrays is None:
         raise SSALError(f"the run's data has no {split!r} split")

@@ -19,11 +19,11 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from tqdm.auto import tqdm
 
 from .architecture import SSALModel, SSALOutput
-from .build import DataBundle, load_data, make_loader, validates_on_test
+from .build import DataBundle, make_loader, validates_on_test
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .prediction import LinearCombination, SSALMetrics, fit_linear_combination, joint_probability
-from .runs import RunInfo, read_metrics
+from .runs import RunInfo, load_run_data, read_metrics
 from .runtime import autocast, default_device
 
 __all__ = [
@@ -181,7 +181,7 @@ def _evaluate_run(
     cfg = info.config
     device = device or default_device()
     info.model.to(device).eval()
-    data = data or load_data(cfg.data, ("train", "val", "test") if info.groupings or split != "test" else ("test",))
+    data = data or load_run_data(info, ("train", "val", "test") if info.groupings or split != "test" else ("test",))
     prec = cfg.trainer.precision
     lc, lc_on = None, None
     if info.groupings and data.val is not None and data.val is not data.test:
@@ -316,7 +316,7 @@ def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None
     cfg = info.config
     device = device or default_device()
     info.model.to(device).eval()
-    data = load_data(cfg.data, (split,) if split != "val" else ("train", "val"))
+    data = load_run_data(info, (split,) if split != "val" else ("train", "val"))
     arrays = getattr(data, split)
     if arrays is None:
         raise SSALError(f"the run's data config has no {split!r} split (data.val_fraction={cfg.data.val_fraction})")

@@ -46,6 +46,7 @@ __all__ = [
     "checkpoint_metadata",
     "load_checkpoint",
     "load_run",
+    "load_run_data",
     "read_metrics",
     "save_checkpoint",
     "write_metrics",
@@ -346,6 +347,25 @@ def load_run(
     model.to(map_location).eval()
     etas = eta_values(cfg, len(groupings)) if groupings else []
     return RunInfo(model, cfg, groupings, paths, ckpt_path, meta.get("epochs_done", 0), names, num_classes, etas)
+
+
+def load_run_data(info: RunInfo, splits: tuple[str, ...], cfg: Config | None = None) -> Any:
+    """The ``splits`` of the run's data set (``cfg`` or the run's config), which must hold the classes the run was
+    trained on: a class added, removed or renamed since would shift the labels."""
+    from .build import load_data
+
+    d = (cfg or info.config).data
+    data = load_data(d, splits)
+    names, own = list(data.class_names or []), list(info.class_names or [])
+    if data.num_classes != info.num_classes or (names and own and names != own):
+        new, gone = [c for c in names if c not in own][:3], [c for c in own if c not in names][:3]
+        diff = [f"new: {', '.join(new)}"] * bool(new) + [f"missing: {', '.join(gone)}"] * bool(gone)
+        diff = diff or [f"{data.num_classes} classes, not {info.num_classes}"]
+        raise SSALError(
+            f"the classes of the data at {d.root} are not those {info.checkpoint} was trained on "
+            f"({'; '.join(diff)}); point data.root (--data-root) at the run's data"
+        )
+    return data
 
 
 #: The config keys that tell runs apart; a checkpoint whose values differ from its run directory's config.yaml
