@@ -53,6 +53,17 @@ def test_pipeline_without_a_baseline_when_the_groups_need_none(tmp_path: Path) -
     assert {r["run"] for r in read_metrics(out / "metrics.csv")} == {"ssal"}
 
 
+def test_pipeline_does_not_skip_a_finished_run_of_another_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "p"
+    args = ["demo", "--out", str(out), "ssal.groupings=random", "pipeline.baseline=false", "trainer.epochs=1"]
+    args += ["schedule.name=constant", "trainer.limit_train_batches=0.3"]
+    assert main(args) == 0
+    assert main(args) == 0  # the same config: the finished run is skipped
+    report = (out / "report.md").read_text()
+    _fails_cleanly([*args, "model.options={width: 8}"], capsys, "holds a run of another config (model differ)")
+    assert (out / "report.md").read_text() == report
+
+
 def test_pipeline_checks_weights_per_branch_before_the_baseline(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "p"
     _fails_cleanly(["demo", "--out", str(out), "ssal.aux_weights=[0.5]"], capsys, "ssal.aux_weights: has 1 values")

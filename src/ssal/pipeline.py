@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .compute import forward_flops_per_sample
-from .config import Config, resolve_raw, variant_names
+from .config import Config, load_config, resolve_raw, variant_names
 from .errors import SSALError
 from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
 from .io import atomic_write, atomic_write_text
 from .online import ONLINE_SOURCES
-from .runs import RunPaths, load_run, read_metrics, write_metrics
+from .runs import RunPaths, identity_differences, load_run, read_metrics, write_metrics
 
 __all__ = ["PipelineRun", "run_pipeline", "train_or_resume"]
 
@@ -50,6 +50,13 @@ def train_or_resume(cfg: Config) -> None:
     from .engine import fit
 
     paths = RunPaths(Path(cfg.run_dir))
+    if paths.config.is_file():  # a finished run of another setup would be skipped and reported as this one
+        differ = identity_differences(load_config(paths.config).to_dict(), cfg.to_dict())  # defaults filled in
+        if differ:
+            raise SSALError(
+                f"{paths.root} holds a run of another config ({', '.join(differ)} differ); "
+                "give another --out, or remove it"
+            )
     rows = read_metrics(paths.metrics)
     if paths.last.is_file() and rows and int(rows[-1]["epoch"]) >= cfg.trainer.epochs:
         log.info("%s: already trained (%s epochs), skipping", paths.root, rows[-1]["epoch"])

@@ -44,6 +44,7 @@ __all__ = [
     "check_finite",
     "check_resumable",
     "checkpoint_metadata",
+    "identity_differences",
     "load_checkpoint",
     "load_run",
     "load_run_data",
@@ -373,6 +374,17 @@ def load_run_data(info: RunInfo, splits: tuple[str, ...], cfg: Config | None = N
 IDENTITY_KEYS = (("name",), ("seed",), ("model",), ("data", "name"), ("ssal", "branches"))
 
 
+def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The ``IDENTITY_KEYS`` (dotted) whose values differ between two config dicts: runs of different setups."""
+
+    def get(d: Any, keys: tuple[str, ...]) -> Any:
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    return [".".join(k) for k in IDENTITY_KEYS if get(a, k) != get(b, k)]
+
+
 def _warn_if_foreign(paths: RunPaths, ckpt_path: Path, ckpt_config: dict[str, Any]) -> None:
     """Warn when the checkpoint used for a run directory (its own, e.g. copied in by hand, or a ``--checkpoint``
     path) was written by another run."""
@@ -382,13 +394,7 @@ def _warn_if_foreign(paths: RunPaths, ckpt_path: Path, ckpt_config: dict[str, An
         own = read_yaml(paths.config)
     except SSALError:
         return
-
-    def get(d: Any, keys: tuple[str, ...]) -> Any:
-        for k in keys:
-            d = d.get(k) if isinstance(d, dict) else None
-        return d
-
-    differ = [".".join(k) for k in IDENTITY_KEYS if get(own, k) != get(ckpt_config, k)]
+    differ = identity_differences(own, ckpt_config)
     if differ:
         log.warning(
             "%s was written by another run (%s differ from %s): check that it belongs here",
