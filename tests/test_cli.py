@@ -92,6 +92,19 @@ def test_evaluate_a_baseline_on_its_validation_split(tmp_path: Path) -> None:
     assert ev["split"] == "val" and ev["num_samples"] == 287  # the held-out 20 % of digits' 1,437 training images
 
 
+def test_lc_is_not_scored_on_the_split_it_is_fitted_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "s"
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "ssal.groupings=random", "trainer.epochs=1"]
+    assert main([*args, "schedule.name=constant", "trainer.limit_train_batches=0.3", f"run_dir={run}"]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    assert json.loads((run / "eval.json").read_text())["lc_top1"] is not None  # fitted on val, scored on test
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(run), "--split", "val"]) == 0
+    ev = json.loads((run / "eval_val.json").read_text())
+    assert ev["lc_top1"] is None and ev["jp_top1"] is not None
+    assert "+LC is fitted on the validation split, so it is not reported on it" in caplog.text
+
+
 def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pipe"
     args = ["pipeline", "--config", str(MINI), "--out", str(out), f"data.root={cifar100_dir}"]

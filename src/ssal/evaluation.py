@@ -184,7 +184,9 @@ def _evaluate_run(
     data = data or load_run_data(info, ("train", "val", "test") if info.groupings or split != "test" else ("test",))
     prec = cfg.trainer.precision
     lc, lc_on = None, None
-    if info.groupings and data.val is not None and data.val is not data.test:
+    if info.groupings and split == "val":
+        log.warning("+LC is fitted on the validation split, so it is not reported on it (an in-sample score)")
+    elif info.groupings and data.val is not None and data.val is not data.test:
         val_out, val_y = collect_outputs(
             info.model,
             make_loader(cfg, data, data.val, train=False, device=device),
