@@ -140,6 +140,29 @@ def test_predict_cli_text_and_per_file_errors(
     assert lines[0] == f"ssal predict: error: cannot decode image {bad_image}: not an image"
 
 
+def test_predict_text_of_a_baseline_has_no_joint_line() -> None:
+    from ssal.predict import BranchPrediction, ClassScore, ImagePrediction, format_prediction
+
+    top = [ClassScore(3, "three", 0.9)]
+    assert "+JP" not in format_prediction(ImagePrediction("a.png", top, top))  # no branch: +JP would be +TR again
+    branch = BranchPrediction("g1", 0, 0.8, ["three", "eight"])
+    assert "+JP" in format_prediction(ImagePrediction("a.png", top, top, [branch]))
+
+
+def test_a_folder_of_runs_is_not_taken_for_a_run(
+    run_dir: Path, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "pipe"
+    for name in ("baseline", "ssal"):
+        (out / name / "checkpoints").mkdir(parents=True)
+    assert main(["predict", str(out), str(images[0])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"ssal predict: error: {out} is not a run directory but holds the runs baseline, ssal: give one of "
+        f"them (e.g. {out / 'ssal'})"
+    )
+
+
 def test_imagenet_like_transform_resizes_and_crops(tmp_path: Path) -> None:
     from types import SimpleNamespace
 

@@ -133,7 +133,7 @@ def format_prediction(p: ImagePrediction) -> str:
     def scores(lst: list[ClassScore]) -> str:
         return "  ".join(f"{i + 1}. {s.name} {s.prob:.3f}" for i, s in enumerate(lst))
 
-    lines = [p.file, f"  +JP  {scores(p.jp)}", f"  +TR  {scores(p.tr)}"]
+    lines = [p.file, *[f"  +JP  {scores(p.jp)}"] * bool(p.branches), f"  +TR  {scores(p.tr)}"]  # a baseline: f
     for b in p.branches:
         lines.append(f"  {b.name}: group {b.group} (p={b.prob:.3f}): {', '.join(b.members)}")
     if p.disagree:

@@ -292,7 +292,15 @@ def _resolve_dir(run_dir: str | os.PathLike) -> RunPaths:
     root = Path(run_dir)
     if not root.is_dir():
         raise SSALError(f"run directory not found: {root}")
-    return RunPaths(root)
+    paths = RunPaths(root)
+    if not paths.checkpoints.is_dir():  # e.g. a pipeline's --out, which holds the runs baseline/, ssal/, ...
+        runs = sorted(d.name for d in root.iterdir() if (d / "checkpoints").is_dir())
+        if runs:
+            raise SSALError(
+                f"{root} is not a run directory but holds the runs {', '.join(runs[:6])}: give one of them "
+                f"(e.g. {root / runs[-1]})"
+            )
+    return paths
 
 
 def load_run(
