@@ -159,3 +159,20 @@ def test_skip_broken_trains_and_evaluates_without_the_broken_files(tmp_path: Pat
     assert sum("skipping 3 of 24 images" in r.getMessage() for r in caplog.records) == 1
     assert main(["evaluate", "out"]) == 0
     assert "11 images" in capsys.readouterr().out  # val/ (the test split) without its broken file
+
+
+def test_16_bit_grey_is_scaled_not_clipped_and_float_pixels_are_named(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ssal.data.folder import open_image
+
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgb = np.asarray(open_image(tmp_path / "g16.png"))
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], np.round(ramp / 257).astype(np.uint8))  # PIL's convert: 17 levels, most 255
+    Image.fromarray(np.random.default_rng(0).random((8, 8), dtype=np.float32)).save(tmp_path / "f.tiff")
+    with pytest.raises(SSALError, match=r"f\.tiff: floating-point pixels of unknown range: save the image with 8 or"):
+        open_image(tmp_path / "f.tiff")
+    with pytest.raises(SSALError, match=r"1 of 2 images .*f\.tiff \(floating-point pixels of unknown range"):
+        check_images(tmp_path)  # found before training, the 16-bit PNG passes

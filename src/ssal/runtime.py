@@ -15,7 +15,7 @@ from torch import nn
 
 from .build import input_geometry
 from .data import dataset_spec
-from .data.folder import open_image
+from .data.folder import open_image, to_rgb
 from .errors import SSALError
 from .hardware import resolve_precision
 
@@ -119,7 +119,7 @@ def image_transform(info: RunInfo) -> Callable[[Any], torch.Tensor]:
     resize = resize or round(min(h, w) * 256 / 224)
 
     def transform(img: Any) -> torch.Tensor:
-        img = img.convert("RGB")
+        img = to_rgb(img)
         if crop:  # short side to 256/224 of the input size (or the weights' crop fraction), then the central crop
             return TF.to_tensor(TF.center_crop(TF.resize(img, resize), [h, w]))
         return TF.to_tensor(TF.resize(img, [h, w]))

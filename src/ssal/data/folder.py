@@ -28,6 +28,7 @@ __all__ = [
     "empty_class_folders",
     "folder_transforms",
     "open_image",
+    "to_rgb",
 ]
 
 
@@ -101,7 +102,19 @@ def _open_rgb(path: str | os.PathLike) -> Any:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(f)
         img.load()
-        return img.convert("RGB")
+        return to_rgb(img)
+
+
+def to_rgb(img: Any) -> Any:
+    """A PIL image as 8-bit RGB. 16-bit grey (PNG) is scaled from 0..65535 to 0..255, where PIL's ``convert`` would
+    clip it to almost white; pixels whose range is unknown (floating point, 32-bit integers) are an ``SSALError``."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):  # older PIL opens 16-bit PNGs as I
+        a = np.asarray(img).astype(np.int64)
+        img = Image.fromarray(((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    elif img.mode in ("I", "F"):
+        kind = "floating-point" if img.mode == "F" else "32-bit integer"
+        raise SSALError(f"{kind} pixels of unknown range: save the image with 8 or 16 bits per channel")
+    return img.convert("RGB")
 
 
 def _decode(path: str) -> Any:
