@@ -146,6 +146,7 @@ def run(argv: list[str] | None = None) -> Path:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--precision", default="auto", help="trainer.precision of every run (auto: bf16 where fast)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-scratch", action="store_true", help="leave out the from-scratch run (only SSAL vs none)")
     args = p.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +184,7 @@ def run(argv: list[str] | None = None) -> Path:
     scratch_epochs = args.pretrain_epochs + args.finetune_epochs
     sc = _config("scratch", out / "scratch", ft_data, model, args, trainer={"epochs": scratch_epochs})
     sc_dir = out / "scratch"
-    if not (sc_dir / "eval.json").is_file():
+    if not args.no_scratch and not (sc_dir / "eval.json").is_file():
         _run(["train", "--config", str(_write(sc, out / "scratch.yaml")), "--resume"])
         _run(["evaluate", str(sc_dir)])
     # 6. the table
@@ -197,7 +198,7 @@ def run(argv: list[str] | None = None) -> Path:
         "",
         "| run | +TR top-1 | +TR top-5 | +JP top-1 | +LC top-1 | train s |",
         "|---|---|---|---|---|---|",
-        _row("scratch (no SSAL)", sc_dir),
+        *[_row("scratch (no SSAL)", sc_dir)] * (sc_dir / "eval.json").is_file(),
         _row("fine-tuned (no SSAL)", out / "finetune" / "baseline"),
         _row("fine-tuned + SSAL (groups: fine-tuned baseline's confusion)", out / "finetune" / "ssal"),
         _row("fine-tuned + SSAL (groups: linear probe, one pass)", pr_dir),

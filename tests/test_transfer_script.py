@@ -52,3 +52,15 @@ def test_transfer_script_tiny(tmp_path: Path) -> None:
     assert ev["jp_top1"] is not None and 0.0 <= ev["jp_top1"] <= 100.0
     g = Grouping.load(next((out / "finetune_probe" / "groupings").glob("g*.json")))
     assert "probe" in g.source and len(g.assignment) == 50  # made by the probe, over the 50 new classes
+    # the seeds' summary (benchmarks/summarize_transfer.py): a second "seed" that is the same run gives differences of 0
+    spec = importlib.util.spec_from_file_location("summarize_transfer", SCRIPT.parent / "summarize_transfer.py")
+    assert spec is not None and spec.loader is not None
+    summ = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summ)
+    text = summ.summarize([out, out])
+    base = json.loads((out / "finetune" / "baseline" / "eval.json").read_text())["tr_top1"]
+    assert f"| fine-tuned, no SSAL | 2 | {base:.2f} ± 0.00 | — | — |" in text
+    assert (
+        f"| fine-tuned, SSAL two-stage | {ev['tr_top1'] - base:.2f} ± 0.00 | {ev['jp_top1'] - base:.2f} ± 0.00 |"
+        in text
+    )
