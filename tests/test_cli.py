@@ -103,6 +103,16 @@ def test_lc_is_not_scored_on_the_split_it_is_fitted_on(tmp_path: Path, caplog: p
     ev = json.loads((run / "eval_val.json").read_text())
     assert ev["lc_top1"] is None and ev["jp_top1"] is not None
     assert "+LC is fitted on the validation split, so it is not reported on it" in caplog.text
+    assert "validation images for 10 classes" not in caplog.text  # 287 held-out images: enough for +LC
+
+
+def test_lc_on_a_tiny_validation_split_is_flagged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "s"
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "ssal.groupings=random", "trainer.epochs=1"]
+    assert main([*args, "data.val_fraction=0.03", "schedule.name=constant", f"run_dir={run}"]) == 0
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(run)]) == 0
+    assert "+LC is fitted on 40 validation images for 10 classes (fewer than 10 per class)" in caplog.text
 
 
 def test_pipeline_on_cifar100_mini(cifar100_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

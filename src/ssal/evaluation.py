@@ -157,6 +157,10 @@ def _train_flops(info: RunInfo) -> float | None:
     return float(v) if v else None
 
 
+#: Fewer validation images per class than this make +LC's fit (C + sum k_i inputs per class) unreliable: a warning.
+LC_MIN_PER_CLASS = 10
+
+
 def _fit_lc(info: RunInfo, out: SSALOutput, y: torch.Tensor) -> LinearCombination:
     counts = [g.k for g in info.groupings]
     return fit_linear_combination(LinearCombination.features(out), y, info.num_classes, counts)
@@ -195,6 +199,14 @@ def _evaluate_run(
             tta,
         )
         lc, lc_on = _fit_lc(info, val_out, val_y), "val"
+        if len(val_y) < LC_MIN_PER_CLASS * info.num_classes:
+            log.warning(
+                "+LC is fitted on %d validation images for %d classes (fewer than %d per class): its accuracy is "
+                "unreliable; hold out more (data.val_fraction)",
+                len(val_y),
+                info.num_classes,
+                LC_MIN_PER_CLASS,
+            )
     elif info.groupings:
         log.warning(
             "no held-out split besides the test split (data.val_fraction=0, or folder data without test/): "
