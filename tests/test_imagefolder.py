@@ -74,6 +74,14 @@ def test_dry_run_names_the_folder_it_found_no_classes_in(tmp_path: Path) -> None
         load_data(DataConfig(name="folder", root=str(tmp_path / "typo")), dry_run=True)
 
 
+def test_dry_run_checks_the_class_folders_the_real_run_checks(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"train": "ab", "val": "ab"})
+    assert load_data(DataConfig(name="folder", root=str(tmp_path)), dry_run=True).num_classes == 2
+    (tmp_path / "train" / "c").mkdir()  # an empty class folder: the real run refuses it, so does the dry run
+    with pytest.raises(SSALError, match=r"train has class folder\(s\) without images: c; remove them"):
+        load_data(DataConfig(name="folder", root=str(tmp_path)), dry_run=True)
+
+
 def test_broken_images_are_named_before_training(tmp_path: Path) -> None:
     write_tree(tmp_path, {"train": "ab"})
     check_images(tmp_path / "train")  # all good

@@ -81,7 +81,7 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
     if dry_run:
         n = cfg.num_classes or spec.num_classes
         if n is None and not spec.in_memory and (Path(cfg.root) / "train").is_dir():  # the data is here: count
-            n = len(class_folders(Path(cfg.root) / "train")) or None
+            n = len(_train_classes(Path(cfg.root))) if class_folders(Path(cfg.root) / "train") else None
         if n is None:
             where = "" if spec.in_memory else f" (no class folders in {Path(cfg.root) / 'train'})"
             raise SSALError(f"data.num_classes is needed for a dry run of data set {cfg.name!r}{where}")
@@ -116,10 +116,8 @@ def validates_on_test(cfg: DataConfig) -> bool:
     return not ((root / "val").is_dir() and (root / "test").is_dir()) and cfg.val_fraction <= 0
 
 
-def _folder_bundle(cfg: DataConfig) -> DataBundle:
-    """Splits of an ImageFolder tree. Class indices come from the class folder *names* of train/: val/ and test/ may
-    lack a class (its index stays that of train/), but a class folder that train/ does not have is an error."""
-    root = Path(cfg.root)
+def _train_classes(root: Path) -> list[str]:
+    """The class names of an ImageFolder tree: its train/ folder's class folders, at least 2, none of them empty."""
     if not (root / "train").is_dir():
         raise SSALError(f"ImageFolder data needs {root}/train/<class>/*.jpg (and {root}/val/<class>/...)")
     names = class_folders(root / "train")
@@ -128,6 +126,14 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
     empty = empty_class_folders(root / "train")
     if empty:
         raise SSALError(f"{root}/train has class folder(s) without images: {', '.join(empty[:5])}; remove them")
+    return names
+
+
+def _folder_bundle(cfg: DataConfig) -> DataBundle:
+    """Splits of an ImageFolder tree. Class indices come from the class folder *names* of train/: val/ and test/ may
+    lack a class (its index stays that of train/), but a class folder that train/ does not have is an error."""
+    root = Path(cfg.root)
+    names = _train_classes(root)
     has_val, has_test = (root / "val").is_dir(), (root / "test").is_dir()
     if not (has_val or has_test):
         raise SSALError(f"ImageFolder data needs {root}/val/<class>/... (the test split) next to {root}/train")
