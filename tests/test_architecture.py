@@ -104,6 +104,17 @@ def test_input_normalisation() -> None:
     assert torch.allclose(m(x).main, net((x - 0.5) / 0.25))
 
 
+def test_input_normalisation_rejects_bad_stats_and_integer_pixels() -> None:
+    g = ssal.random_grouping(10, 2)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
+    for mean, std, msg in (((0.5,) * 2, (0.25,) * 2, "one value per input channel"), ((0.5,) * 3, (0.2, 0, 1), "std")):
+        with pytest.raises(SSALError, match=msg):
+            ssal.SSALModel(net, [ssal.Branch("1", g, "gap")], input_size=(3, 2, 2), mean=mean, std=std)
+    m = ssal.SSALModel(net, [ssal.Branch("1", g, "gap")], input_size=(3, 2, 2), mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(SSALError, match="float image batch, got torch.uint8"):  # was NaN: mean and std cast to 0
+        m(torch.randint(0, 256, (2, 3, 2, 2), dtype=torch.uint8))
+
+
 def test_unknown_attach_point_lists_names(groupings) -> None:
     with pytest.raises(SSALError, match=r"unknown attach point 'layer9'.*valid names: .*layer2"):
         ssal.SSALModel(resnet18(num_classes=C), [ssal.Branch("layer9", groupings[0])], input_size=(3, 32, 32))
