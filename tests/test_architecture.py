@@ -160,6 +160,22 @@ def test_loss_is_weighted_sum_of_cross_entropies() -> None:
     assert torch.allclose(parts.total, 0.7 * expect[0] + 0.42 * expect[1] + 0.59 * expect[2])
 
 
+def test_loss_names_mismatched_targets_and_groupings() -> None:
+    gam = [torch.tensor([0, 0, 1, 1, 2, 2]), torch.arange(6) % 2]
+    out = ssal.SSALOutput(torch.randn(5, 6), (torch.randn(5, 3), torch.randn(5, 2)))
+    y = torch.randint(0, 6, (5,))
+    loss = ssal.SSALLoss(gam)
+    for bad in (y.int(), y.float(), y[:, None], nn.functional.one_hot(y, 6).float(), y[:4]):
+        with pytest.raises(SSALError, match="class indices of shape"):
+            loss(out, bad)
+    with pytest.raises(SSALError, match="gamma 0 maps 6 classes to 2 groups but .* branch 0 3 groups"):
+        ssal.SSALLoss(gam[::-1])(out, y)  # was silently accepted (k=2 targets on 3 logits) or an IndexError
+    with pytest.raises(SSALError, match="gamma 0 maps 8 classes"):
+        ssal.SSALLoss([torch.arange(8) % 3, gam[1]])(out, y)
+    with pytest.raises(SSALError, match="SSALOutput"):
+        loss(out.main, y)
+
+
 def test_joint_probability_against_direct_formula() -> None:
     torch.manual_seed(2)
     B, Cn = 4, 7
