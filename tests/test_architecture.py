@@ -205,6 +205,18 @@ def test_eta_count_mismatch() -> None:
         joint_log_probs(out, [torch.tensor([0, 0, 1, 1])], [0.5, 0.5])
 
 
+def test_joint_probability_checks_gamma_shape_and_takes_scalar_eta() -> None:
+    import numpy as np
+
+    out = ssal.SSALOutput(torch.randn(2, 4), (torch.randn(2, 2),))
+    gam = [torch.tensor([0, 0, 1, 1])]
+    with pytest.raises(SSALError, match=r"gamma 0 has shape \(6,\); the model predicts 4 classes"):
+        joint_log_probs(out, [torch.tensor([0, 0, 1, 1, 0, 1])], 0.5)
+    ref = joint_log_probs(out, gam, 0.5)
+    for eta in (np.float32(0.5), torch.tensor(0.5)):
+        assert torch.allclose(joint_log_probs(out, gam, eta), ref)
+
+
 def test_topk_and_metrics() -> None:
     scores = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
     assert topk_correct(scores, torch.tensor([2, 0]), ks=(1, 2)) == [1, 2]
