@@ -104,6 +104,17 @@ def test_input_normalisation() -> None:
     assert torch.allclose(m(x).main, net((x - 0.5) / 0.25))
 
 
+def test_input_normalisation_rejects_bad_stats_and_integer_pixels() -> None:
+    g = ssal.random_grouping(10, 2)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
+    for mean, std, msg in (((0.5,) * 2, (0.25,) * 2, "one value per input channel"), ((0.5,) * 3, (0.2, 0, 1), "std")):
+        with pytest.raises(SSALError, match=msg):
+            ssal.SSALModel(net, [ssal.Branch("1", g, "gap")], input_size=(3, 2, 2), mean=mean, std=std)
+    m = ssal.SSALModel(net, [ssal.Branch("1", g, "gap")], input_size=(3, 2, 2), mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(SSALError, match="float image batch, got torch.uint8"):  # was NaN: mean and std cast to 0
+        m(torch.randint(0, 256, (2, 3, 2, 2), dtype=torch.uint8))
+
+
 def test_unknown_attach_point_lists_names(groupings) -> None:
     with pytest.raises(SSALError, match=r"unknown attach point 'layer9'.*valid names: .*layer2"):
         ssal.SSALModel(resnet18(num_classes=C), [ssal.Branch("layer9", groupings[0])], input_size=(3, 32, 32))
@@ -149,6 +160,22 @@ def test_loss_is_weighted_sum_of_cross_entropies() -> None:
     assert torch.allclose(parts.total, 0.7 * expect[0] + 0.42 * expect[1] + 0.59 * expect[2])
 
 
+def test_loss_names_mismatched_targets_and_groupings() -> None:
+    gam = [torch.tensor([0, 0, 1, 1, 2, 2]), torch.arange(6) % 2]
+    out = ssal.SSALOutput(torch.randn(5, 6), (torch.randn(5, 3), torch.randn(5, 2)))
+    y = torch.randint(0, 6, (5,))
+    loss = ssal.SSALLoss(gam)
+    for bad in (y.int(), y.float(), y[:, None], nn.functional.one_hot(y, 6).float(), y[:4]):
+        with pytest.raises(SSALError, match="class indices of shape"):
+            loss(out, bad)
+    with pytest.raises(SSALError, match="gamma 0 maps 6 classes to 2 groups but .* branch 0 3 groups"):
+        ssal.SSALLoss(gam[::-1])(out, y)  # was silently accepted (k=2 targets on 3 logits) or an IndexError
+    with pytest.raises(SSALError, match="gamma 0 maps 8 classes"):
+        ssal.SSALLoss([torch.arange(8) % 3, gam[1]])(out, y)
+    with pytest.raises(SSALError, match="SSALOutput"):
+        loss(out.main, y)
+
+
 def test_joint_probability_against_direct_formula() -> None:
     torch.manual_seed(2)
     B, Cn = 4, 7
@@ -176,6 +203,18 @@ def test_eta_count_mismatch() -> None:
     out = ssal.SSALOutput(torch.randn(2, 4), (torch.randn(2, 2),))
     with pytest.raises(SSALError, match="2 eta values given for 1 branches"):
         joint_log_probs(out, [torch.tensor([0, 0, 1, 1])], [0.5, 0.5])
+
+
+def test_joint_probability_checks_gamma_shape_and_takes_scalar_eta() -> None:
+    import numpy as np
+
+    out = ssal.SSALOutput(torch.randn(2, 4), (torch.randn(2, 2),))
+    gam = [torch.tensor([0, 0, 1, 1])]
+    with pytest.raises(SSALError, match=r"gamma 0 has shape \(6,\); the model predicts 4 classes"):
+        joint_log_probs(out, [torch.tensor([0, 0, 1, 1, 0, 1])], 0.5)
+    ref = joint_log_probs(out, gam, 0.5)
+    for eta in (np.float32(0.5), torch.tensor(0.5)):
+        assert torch.allclose(joint_log_probs(out, gam, eta), ref)
 
 
 def test_topk_and_metrics() -> None:

@@ -447,6 +447,7 @@ def test_commands_on_a_baseline(info: RunInfo, baseline: RunInfo, tmp_path: Path
     path = export_run(baseline, tmp_path / "b.pt", "torchscript", "jp")
     got = run_exported(path, x)
     assert len(got) == 1 and max_difference(ssal_outputs(baseline, x), got) <= 1e-4
+    assert json.loads(path.with_name("b.pt.json").read_text())["mode"] == "tr"  # no +JP without branches
     panels = explain_batch(info, x[:2], baseline=baseline)
     assert [p.output for p in panels[0]] == ["g_f", "g1", "g2", "org"]
 

@@ -119,6 +119,13 @@ class SSALModel(nn.Module):
             raise SSALError("give both mean and std for input normalisation, or neither")
         self.normalize = mean is not None
         if mean is not None and std is not None:
+            if len(mean) != len(std) or len(mean) != int(input_size[0]):
+                raise SSALError(
+                    f"mean and std need one value per input channel ({int(input_size[0])}), "
+                    f"got {len(mean)} and {len(std)}"
+                )
+            if not all(float(s) > 0 for s in std):
+                raise SSALError(f"std must be positive, got {list(std)}")
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.input_size = tuple(int(s) for s in input_size)
@@ -260,7 +267,9 @@ class SSALModel(nn.Module):
 
     def forward(self, x: torch.Tensor, with_branches: bool = True) -> SSALOutput:
         """Main logits and the logits of every branch (in branch order); ``with_branches=False`` skips the branches
-        entirely (the paper's +TR: f alone)."""
+        entirely (the paper's +TR: f alone). ``x`` is a float batch (pixels in [0, 1] if mean/std are given)."""
+        if not x.is_floating_point():
+            raise SSALError(f"the model takes a float image batch, got {x.dtype} (convert with x.float() / 255)")
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if not with_branches or len(self.branches) == 0:

@@ -41,6 +41,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "EXPORT_MODES",
     "ExportWrapper",
+    "export_mode",
     "export_run",
     "export_state_dict",
     "load_exported_state_dict",
@@ -80,6 +81,13 @@ def ssal_outputs(info: RunInfo, x: torch.Tensor, mode: str = "jp") -> tuple[torc
         out = info.model(x.to(next(info.model.parameters()).device), with_branches=True)
     main = joint_probability(out, info.gammas, info.eta) if mode == "jp" and out.aux else main_probability(out)
     return tuple(t.cpu() for t in (main, *(a.float().softmax(-1) for a in out.aux)))
+
+
+def export_mode(info: RunInfo, mode: str) -> str:
+    """The mode the exported probabilities really have: ``tr`` for a run without branches (it has no +JP)."""
+    if mode not in EXPORT_MODES:
+        raise SSALError(f"--mode must be one of {', '.join(EXPORT_MODES)}, got {mode!r}")
+    return mode if info.model.branches else "tr"
 
 
 def output_names(info: RunInfo) -> list[str]:
@@ -181,6 +189,7 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
     if fmt == "state_dict":
         return export_state_dict(info, out)
     out, model = Path(out), info.model
+    mode = export_mode(info, mode)
     device = next(model.parameters()).device
     x = torch.rand(2, *input_size(info))
     try:  # export from CPU in eval mode; the caller's model gets its device and modes back

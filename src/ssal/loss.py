@@ -62,11 +62,16 @@ class SSALLoss(nn.Module):
             label_smoothing,
         )
         for i, g in enumerate(gs):
+            if g.dim() != 1 or g.numel() < 2 or int(g.min()) < 0:
+                raise SSALError(f"gamma {i} must map C >= 2 classes to group ids >= 0, got shape {tuple(g.shape)}")
             self.register_buffer(f"gamma{i}", g.clone())
         self.num_branches = len(gs)
+        self.num_classes = [g.numel() for g in gs]
+        self.group_counts = [int(g.max()) + 1 for g in gs]
 
     def forward(self, out: SSALOutput, target: torch.Tensor) -> LossParts:
         """The weighted total and each term; branches missing from ``out`` (main-only mode) are skipped."""
+        self._check(out, target)
         if len(out.aux) > self.num_branches:
             raise SSALError(f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings")
         ls = self.label_smoothing
@@ -79,3 +84,20 @@ class SSALLoss(nn.Module):
             aux.append(term)
             total = total + self.aux_weights[i] * term
         return LossParts(total, main, tuple(aux))
+
+    def _check(self, out: SSALOutput, target: torch.Tensor) -> None:
+        """Shapes only (no device sync): long class indices (B,), and each gamma_i matching the outputs it meets."""
+        if not (hasattr(out, "main") and hasattr(out, "aux")):
+            raise SSALError(f"SSALLoss takes the SSALOutput of an SSALModel, got {type(out).__name__}")
+        if target.dim() != 1 or target.shape[0] != out.main.shape[0] or target.dtype != torch.long:
+            raise SSALError(
+                f"the target must be class indices of shape ({out.main.shape[0]},), "
+                f"got {target.dtype} of shape {tuple(target.shape)}"
+            )
+        for i, logits in enumerate(out.aux[: self.num_branches]):
+            c, k = self.num_classes[i], self.group_counts[i]
+            if c != out.main.shape[-1] or k != logits.shape[-1]:
+                raise SSALError(
+                    f"gamma {i} maps {c} classes to {k} groups but the model gives {out.main.shape[-1]} classes "
+                    f"and branch {i} {logits.shape[-1]} groups (the loss's groupings differ from the model's)"
+                )

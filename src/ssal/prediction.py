@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -30,7 +31,8 @@ __all__ = [
 
 def validate_eta(eta: float | Sequence[float], num_branches: int) -> list[float]:
     """Expand eta to one value per branch and check that each lies in (0, 1]."""
-    etas = [float(eta)] * num_branches if isinstance(eta, (int, float)) else [float(e) for e in eta]
+    scalar = isinstance(eta, numbers.Real) or (isinstance(eta, torch.Tensor) and eta.dim() == 0)
+    etas = [float(eta)] * num_branches if scalar else [float(e) for e in eta]
     if len(etas) != num_branches:
         raise SSALError(f"{len(etas)} eta values given for {num_branches} branches")
     for e in etas:
@@ -55,6 +57,10 @@ def joint_log_probs(
     if len(gammas) != len(out.aux):
         raise SSALError(f"{len(gammas)} groupings given for {len(out.aux)} branch outputs")
     etas = validate_eta(eta, len(out.aux))
+    num_classes = out.main.shape[-1]
+    for i, g in enumerate(gammas):
+        if tuple(g.shape) != (num_classes,):
+            raise SSALError(f"gamma {i} has shape {tuple(g.shape)}; the model predicts {num_classes} classes")
     logp = out.main.float().log_softmax(-1)
     for e, g, logits in zip(etas, gammas, out.aux, strict=True):
         logp = logp + e * logits.float().log_softmax(-1)[:, g.to(logits.device)]

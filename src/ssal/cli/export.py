@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import SSALError
-    from ..export import export_run, load_exported_state_dict, max_difference, run_exported, ssal_outputs
+    from ..export import export_mode, export_run, load_exported_state_dict, max_difference, run_exported, ssal_outputs
     from ..runs import load_run
     from ..runtime import input_size
 
@@ -58,15 +58,16 @@ def run(args: argparse.Namespace) -> int:
         name = info.config.model.name
         sys.stdout.write(f"wrote {path} (f's state_dict, {name}; max abs logit difference {diff:.1e})\n")
         return 0
+    mode = export_mode(info, args.mode)  # a baseline run has no +JP: its probabilities are f's
     if args.fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         log.warning("onnxruntime is not installed: the ONNX file was not checked")
         diff = None
     else:
         x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
-        diff = max_difference(ssal_outputs(info, x, args.mode), run_exported(path, x, args.fmt))
+        diff = max_difference(ssal_outputs(info, x, mode), run_exported(path, x, args.fmt))
         if diff > 1e-4:
             raise SSALError(f"exported model differs from ssal's outputs by {diff:.2e} (> 1e-4)")
     outs = ", ".join(["probs", *info.model.branch_names])
     check = "not checked" if diff is None else f"max abs difference to ssal {diff:.1e}"
-    sys.stdout.write(f"wrote {path} ({args.fmt}, mode {args.mode}; outputs {outs}; {check})\n")
+    sys.stdout.write(f"wrote {path} ({args.fmt}, mode {mode}; outputs {outs}; {check})\n")
     return 0
