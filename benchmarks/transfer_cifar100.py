@@ -198,7 +198,7 @@ def run(argv: list[str] | None = None) -> Path:
         "",
         "| run | +TR top-1 | +TR top-5 | +JP top-1 | +LC top-1 | train s |",
         "|---|---|---|---|---|---|",
-        *[_row("scratch (no SSAL)", sc_dir)] * (sc_dir / "eval.json").is_file(),
+        *([_row("scratch (no SSAL)", sc_dir)] if (sc_dir / "eval.json").is_file() else []),
         _row("fine-tuned (no SSAL)", out / "finetune" / "baseline"),
         _row("fine-tuned + SSAL (groups: fine-tuned baseline's confusion)", out / "finetune" / "ssal"),
         _row("fine-tuned + SSAL (groups: linear probe, one pass)", pr_dir),

@@ -52,6 +52,12 @@ def test_transfer_script_tiny(tmp_path: Path) -> None:
     assert ev["jp_top1"] is not None and 0.0 <= ev["jp_top1"] <= 100.0
     g = Grouping.load(next((out / "finetune_probe" / "groupings").glob("g*.json")))
     assert "probe" in g.source and len(g.assignment) == 50  # made by the probe, over the 50 new classes
+    # --no-scratch: the same steps without the from-scratch run, and a table without its row
+    (out / "scratch" / "eval.json").rename(out / "scratch" / "kept.json")
+    text = mod.run([*args, "--pretrain-epochs", "1", "--finetune-epochs", "1", "--per-class", "4", "--no-scratch"])
+    assert "| scratch (no SSAL) |" not in text.read_text() and "| fine-tuned (no SSAL) |" in text.read_text()
+    assert not (out / "scratch" / "eval.json").exists()
+    (out / "scratch" / "kept.json").rename(out / "scratch" / "eval.json")
     # the seeds' summary (benchmarks/summarize_transfer.py): a second "seed" that is the same run gives differences of 0
     spec = importlib.util.spec_from_file_location("summarize_transfer", SCRIPT.parent / "summarize_transfer.py")
     assert spec is not None and spec.loader is not None
