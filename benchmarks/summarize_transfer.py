@@ -42,7 +42,7 @@ def _ms(vals: list[float]) -> str:
 def summarize(outs: list[Path]) -> str:
     """The Markdown tables of the seeds in ``outs``."""
     evals = {out: {label: _eval(out, run) for label, run in RUNS.items()} for out in outs}
-    head = "| seed | run | +TR top-1 | +JP top-1 | +LC top-1 | ECE +TR | ECE +JP | PFLOP of the run itself |"
+    head = "| seed | run | +TR top-1 | +JP top-1 | +LC top-1 | ECE +TR | ECE +JP | PFLOP to the checkpoint |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for out in outs:
         for label, ev in evals[out].items():
