@@ -174,6 +174,9 @@ def test_loss_names_mismatched_targets_and_groupings() -> None:
         ssal.SSALLoss([torch.arange(8) % 3, gam[1]])(out, y)
     with pytest.raises(SSALError, match="SSALOutput"):
         loss(out.main, y)
+    for weights in ({"aux_weights": -0.5}, {"aux_weights": [0.5, float("nan")]}, {"main_weight": float("inf")}):
+        with pytest.raises(SSALError, match="loss weights must be finite and >= 0"):
+            ssal.SSALLoss(gam, **weights)
 
 
 def test_joint_probability_against_direct_formula() -> None:

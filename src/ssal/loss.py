@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -56,6 +57,8 @@ class SSALLoss(nn.Module):
             raise SSALError(f"ssal.aux_weights has {len(weights)} values for {len(gs)} branches")
         if not 0.0 <= label_smoothing < 1.0:
             raise SSALError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not all(math.isfinite(float(w)) and float(w) >= 0 for w in [main_weight, *weights]):
+            raise SSALError(f"loss weights must be finite and >= 0, got main {main_weight}, aux {weights}")
         self.main_weight, self.aux_weights, self.label_smoothing = (
             float(main_weight),
             weights,
