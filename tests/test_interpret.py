@@ -385,6 +385,7 @@ def test_parse_eps() -> None:
 
 
 # --- export -----------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("error::torch.jit.TracerWarning")  # an export that warns about its trace is suspect
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("mode", ["jp", "tr"])
 def test_export_matches_ssal(info: RunInfo, tmp_path: Path, fmt: str, mode: str) -> None:

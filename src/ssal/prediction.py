@@ -58,8 +58,8 @@ def joint_log_probs(
         raise SSALError(f"{len(gammas)} groupings given for {len(out.aux)} branch outputs")
     etas = validate_eta(eta, len(out.aux))
     num_classes = out.main.shape[-1]
-    for i, g in enumerate(gammas):
-        if tuple(g.shape) != (num_classes,):
+    for i, g in enumerate(gammas):  # not while an export traces: the shapes are fixed by then
+        if not torch.jit.is_tracing() and tuple(g.shape) != (num_classes,):
             raise SSALError(f"gamma {i} has shape {tuple(g.shape)}; the model predicts {num_classes} classes")
     logp = out.main.float().log_softmax(-1)
     for e, g, logits in zip(etas, gammas, out.aux, strict=True):
