@@ -61,9 +61,7 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model: SSALModel, mode: str = "jp", eta: Sequence[float] = ()) -> None:
         super().__init__()
-        if mode not in EXPORT_MODES:
-            raise SSALError(f"--mode must be one of {', '.join(EXPORT_MODES)}, got {mode!r}")
-        self.model, self.mode = model, mode
+        self.model, self.mode = model, export_mode(model, mode)
         self.eta = [float(e) for e in eta] if eta else [1.0] * len(model.branches)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -83,11 +81,11 @@ def ssal_outputs(info: RunInfo, x: torch.Tensor, mode: str = "jp") -> tuple[torc
     return tuple(t.cpu() for t in (main, *(a.float().softmax(-1) for a in out.aux)))
 
 
-def export_mode(info: RunInfo, mode: str) -> str:
-    """The mode the exported probabilities really have: ``tr`` for a run without branches (it has no +JP)."""
+def export_mode(model: SSALModel, mode: str) -> str:
+    """The mode the exported probabilities really have: ``tr`` for a model without branches (it has no +JP)."""
     if mode not in EXPORT_MODES:
         raise SSALError(f"--mode must be one of {', '.join(EXPORT_MODES)}, got {mode!r}")
-    return mode if info.model.branches else "tr"
+    return mode if model.branches else "tr"
 
 
 def output_names(info: RunInfo) -> list[str]:
@@ -189,7 +187,6 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
     if fmt == "state_dict":
         return export_state_dict(info, out)
     out, model = Path(out), info.model
-    mode = export_mode(info, mode)
     device = next(model.parameters()).device
     x = torch.rand(2, *input_size(info))
     try:  # export from CPU in eval mode; the caller's model gets its device and modes back
@@ -204,7 +201,7 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
                     atomic_write(out, lambda p: _export_onnx(wrapper, x, p, output_names(info)))
     finally:
         model.to(device)
-    atomic_write_json(out.with_name(out.name + ".json"), _metadata(info, fmt, mode))
+    atomic_write_json(out.with_name(out.name + ".json"), _metadata(info, fmt, wrapper.mode))
     return out
 
 

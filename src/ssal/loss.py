@@ -75,8 +75,6 @@ class SSALLoss(nn.Module):
     def forward(self, out: SSALOutput, target: torch.Tensor) -> LossParts:
         """The weighted total and each term; branches missing from ``out`` (main-only mode) are skipped."""
         self._check(out, target)
-        if len(out.aux) > self.num_branches:
-            raise SSALError(f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings")
         ls = self.label_smoothing
         main = F.cross_entropy(out.main.float(), target, label_smoothing=ls)
         total = self.main_weight * main
@@ -89,9 +87,12 @@ class SSALLoss(nn.Module):
         return LossParts(total, main, tuple(aux))
 
     def _check(self, out: SSALOutput, target: torch.Tensor) -> None:
-        """Shapes only (no device sync): long class indices (B,), and each gamma_i matching the outputs it meets."""
+        """Shapes only (no device sync): an SSALOutput with no more branches than groupings, long class indices (B,),
+        and each gamma_i matching the outputs it meets."""
         if not (hasattr(out, "main") and hasattr(out, "aux")):
             raise SSALError(f"SSALLoss takes the SSALOutput of an SSALModel, got {type(out).__name__}")
+        if len(out.aux) > self.num_branches:
+            raise SSALError(f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings")
         if target.dim() != 1 or target.shape[0] != out.main.shape[0] or target.dtype != torch.long:
             raise SSALError(
                 f"the target must be class indices of shape ({out.main.shape[0]},), "

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         name = info.config.model.name
         sys.stdout.write(f"wrote {path} (f's state_dict, {name}; max abs logit difference {diff:.1e})\n")
         return 0
-    mode = export_mode(info, args.mode)  # a baseline run has no +JP: its probabilities are f's
+    mode = export_mode(info.model, args.mode)  # a baseline run has no +JP: its probabilities are f's
     if args.fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         log.warning("onnxruntime is not installed: the ONNX file was not checked")
         diff = None

@@ -299,7 +299,7 @@ def build_folder_loader(
     path = Path(root).expanduser() / split.folder  # val/ and test/ may lack a class, or hold it as an empty folder
     folder = _image_folder(path, train, image_size, resize, class_names, allow_empty=split.folder != "train")
     if skip_broken:  # before a stratified split, which then divides the readable images
-        found = check_images(Path(root).expanduser() / split.folder, skip=True, reuse=True)
+        found = check_images(path, skip=True, reuse=True)
         broken = {os.path.normpath(p) for p in found}
         folder.samples = [s for s in folder.samples if os.path.normpath(s[0]) not in broken]
         folder.imgs, folder.targets = folder.samples, [s[1] for s in folder.samples]
