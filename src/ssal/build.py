@@ -16,7 +16,15 @@ import torch
 
 from .architecture import SSALModel
 from .config import Config, DataConfig
-from .data import DATASETS, DeviceLoader, build_folder_loader, dataset_spec, load_arrays, split_train_val
+from .data import (
+    DATASETS,
+    DeviceLoader,
+    build_folder_loader,
+    dataset_spec,
+    load_arrays,
+    per_class_subset,
+    split_train_val,
+)
 from .data.folder import FolderSplit, class_folders, empty_class_folders
 from .errors import SSALError
 from .grouping import (
@@ -95,6 +103,7 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
             bundle.train, bundle.val = split_train_val(full, cfg.val_fraction, cfg.split_seed)
         else:
             bundle.train = full
+        bundle.train = per_class_subset(bundle.train, cfg.per_class, cfg.split_seed)
     if "test" in splits or ("val" in splits and bundle.val is None):
         bundle.test = load_arrays(cfg.name, cfg.root, "test")
         if bundle.val is None and "val" in splits:
@@ -144,12 +153,12 @@ def _folder_bundle(cfg: DataConfig) -> DataBundle:
                 f"{root}/{split} has class folder(s) {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} "
                 f"that {root}/train does not have; every split must use the classes of train/"
             )
-    train: Any = FolderSplit("train")
+    train: Any = FolderSplit("train", per_class=cfg.per_class)
     val: Any = FolderSplit("val") if has_val else None
     test: Any = FolderSplit("test") if has_test else val  # ImageNet: the official val set is the test set
     if not (has_val and has_test) and cfg.val_fraction > 0:  # validate on a held-out part of train/ (paper Sec. 4.1)
         val = FolderSplit("train", "holdout", cfg.val_fraction, cfg.split_seed)
-        train = FolderSplit("train", "rest", cfg.val_fraction, cfg.split_seed)
+        train = FolderSplit("train", "rest", cfg.val_fraction, cfg.split_seed, cfg.per_class)
     elif val is not None and val is test:
         log.warning("data.val_fraction is 0: validating on the test split (%s)", test)
     mean, std = _stats(cfg)
@@ -301,10 +310,10 @@ def build_model(
 
 
 def build_loss(cfg: Config, model: SSALModel) -> SSALLoss:
-    """The SSAL loss (paper Eq. 3) with the config's weights and label smoothing."""
+    """The SSAL loss (paper Eq. 3) with the config's weights and (group-aware) label smoothing."""
     s = cfg.ssal
     aux = s.aux_weights if model.branches else 1.0  # a baseline of an SSAL config: its branch weights do not apply
-    return SSALLoss(model.gammas, s.main_weight, aux, cfg.optim.label_smoothing)
+    return SSALLoss(model.gammas, s.main_weight, aux, cfg.optim.label_smoothing, cfg.optim.group_smoothing)
 
 
 def eta_values(cfg: Config, num_branches: int) -> list[float]:

@@ -63,6 +63,7 @@ class DataConfig:
     root: str = ""  # data folder; ${VAR:-default} is expanded
     val_fraction: float = 0.1  # held-out part of train for validation, confusion and +LC (paper Sec. 4.1)
     split_seed: int = 0  # seed of the stratified train/val split
+    per_class: int = 0  # train on a seeded stratified subset of N images per class (0: all); val is split off first
     augment: str = "cifar"  # small images: cifar (shift + flip) | shift | none; folder data: the ImageNet transforms
     max_shift: int = 5  # pixels of random translation with reflect padding (authors' CIFAR code: 5)
     normalize: bool = True  # per-channel mean/std normalisation inside the model
@@ -113,6 +114,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     decay_norm_and_bias: bool = False  # Keras l2 regularises kernels only; True decays BN/bias parameters too
     label_smoothing: float = 0.0
+    group_smoothing: bool = False  # f's smoothing mass to the true class's group mates (first branch's grouping)
     backbone_lr_scale: float = 1.0  # lr multiplier of f's feature extractor (fine-tuning: e.g. 0.1)
     branch_lr_scale: float = 1.0  # lr multiplier of the branches g_i (f's classifier always gets lr)
     freeze_backbone_epochs: float = 0.0  # f's feature extractor is not updated for the first epochs (lr 0)
@@ -280,6 +282,7 @@ def validate(cfg: Config) -> Config:
     _need(0.0 < lim <= 1.0, "trainer.limit_train_batches", f"must be a fraction in (0, 1], got {lim}")
     _need(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}, got {d.name!r}")
     _need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    _need(d.per_class >= 0, "data.per_class", f"must be >= 0 images per class (0: all), got {d.per_class}")
     _need(d.augment in AUGMENTATIONS, "data.augment", f"must be one of {', '.join(AUGMENTATIONS)}, got {d.augment!r}")
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
     _need(d.max_shift >= 0, "data.max_shift", f"must be >= 0, got {d.max_shift}")
@@ -313,6 +316,8 @@ def validate(cfg: Config) -> Config:
     _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _need(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", f"must be in [0, 1), got {o.label_smoothing}")
     _need(not o.nesterov or o.momentum > 0, "optim.nesterov", "needs momentum > 0")
+    gs = "needs optim.label_smoothing > 0 and a branch (whose grouping names the group mates)"
+    _need(not o.group_smoothing or (o.label_smoothing > 0 and cfg.has_branches), "optim.group_smoothing", gs)
     _need(o.backbone_lr_scale >= 0 and o.branch_lr_scale >= 0, "optim.backbone_lr_scale", "lr scales must be >= 0")
     fz = o.freeze_backbone_epochs
     _need(0.0 <= fz < t.epochs, "optim.freeze_backbone_epochs", f"must be in [0, epochs), got {fz}")

@@ -6,7 +6,7 @@ Each data set's facts (classes, image size, mean/std, where it comes from) live 
 augmentation is batched). Large images (ImageNet, any ImageFolder) use ``build_folder_loader``.
 """
 
-from .arrays import ImageArrays, split_train_val
+from .arrays import ImageArrays, per_class_subset, split_train_val
 from .cifar100 import download_cifar100
 from .device_loader import DeviceLoader, augment_batch
 from .folder import FolderSplit, build_folder_loader, folder_transforms
@@ -25,5 +25,6 @@ __all__ = [
     "download_cifar100",
     "folder_transforms",
     "load_arrays",
+    "per_class_subset",
     "split_train_val",
 ]

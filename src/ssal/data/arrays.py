@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..errors import SSALError
 
-__all__ = ["ImageArrays", "split_train_val", "stratified_split"]
+__all__ = ["ImageArrays", "per_class_indices", "per_class_subset", "split_train_val", "stratified_split"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +113,28 @@ def split_train_val(data: ImageArrays, val_fraction: float, seed: int = 0) -> tu
     train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
     log.debug("split %s: %d train / %d val", data.name, train_idx.numel(), val_idx.numel())
     return data.subset(train_idx), data.subset(val_idx)
+
+
+def per_class_indices(labels: Tensor, per_class: int, seed: int) -> Tensor:
+    """Sorted indices of ``per_class`` seeded random samples of every class (all of a class that has fewer).
+
+    The choice is a prefix of one seeded permutation per class, so smaller sizes are subsets of larger ones.
+    """
+    if per_class < 1:
+        raise SSALError(f"per_class must be >= 1, got {per_class}")
+    gen = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        chosen.append(members[torch.randperm(members.numel(), generator=gen)[:per_class]])
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
+
+
+def per_class_subset(data: ImageArrays, per_class: int, seed: int = 0) -> ImageArrays:
+    """A deterministic stratified subset of ``per_class`` images per class (``per_class`` 0: all of ``data``)."""
+    if per_class == 0:
+        return data
+    idx = per_class_indices(data.labels, per_class, seed)
+    log.info("data.per_class %d: %d of %d training images", per_class, idx.numel(), len(data))
+    return data.subset(idx)

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import SSALError
-from .arrays import stratified_split
+from .arrays import per_class_indices, stratified_split
 
 __all__ = [
     "FolderSplit",
@@ -38,15 +38,18 @@ class FolderSplit:
 
     ``part="holdout"`` is ``fraction`` of every class of ``folder`` (the validation split carved from train/, as for
     the in-memory data sets); ``part="rest"`` is everything else. The same seed always gives the same parts.
+    ``per_class`` > 0 keeps a seeded stratified subset of that many images per class of the part (``data.per_class``).
     """
 
     folder: str
     part: str = "all"  # all | holdout | rest
     fraction: float = 0.0
     seed: int = 0
+    per_class: int = 0
 
     def __str__(self) -> str:
-        return self.folder if self.part == "all" else f"{self.folder}[{self.part} {self.fraction:g}]"
+        name = self.folder if self.part == "all" else f"{self.folder}[{self.part} {self.fraction:g}]"
+        return f"{name}[{self.per_class} per class]" if self.per_class else name
 
 
 log = logging.getLogger(__name__)
@@ -307,6 +310,11 @@ def build_folder_loader(
     if split.part != "all":
         rest, held = stratified_split(torch.as_tensor(folder.targets), split.fraction, split.seed)
         dataset = Subset(folder, (held if split.part == "holdout" else rest).tolist())
+    if split.per_class:  # of the part, so the held-out split is the same for every size
+        targets = torch.as_tensor(folder.targets if dataset is folder else [folder.targets[i] for i in dataset.indices])
+        keep = per_class_indices(targets, split.per_class, split.seed).tolist()
+        base = list(range(len(folder))) if dataset is folder else dataset.indices
+        dataset = Subset(folder, [base[i] for i in keep])
     if len(dataset) == 0:
         raise SSALError(f"{root}/{split} has no images")
     sampler, gen = None, torch.Generator().manual_seed(seed)
