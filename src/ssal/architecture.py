@@ -18,9 +18,12 @@ from torch import nn
 from .errors import SSALError
 from .features import AmbiguousLayoutError, declared_layouts, default_positions, infer_layout, prefix_tokens_hint
 from .grouping import Grouping
-from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, build_head
+from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, OutputGroups, build_head
 
-__all__ = ["AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput"]
+__all__ = ["OUTPUT", "AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput"]
+
+#: The attach point of a head-less branch: its groups are read off f's own class probabilities (no extra compute).
+OUTPUT = "output"
 
 HeadSpec = str | Sequence[str] | Callable[[int, int], nn.Module]
 
@@ -36,7 +39,8 @@ class SSALOutput(NamedTuple):
 class Branch:
     """Where to attach an auxiliary head, what it predicts, and how it is built.
 
-    ``at`` is a module name of the backbone (or an alias g1, g2, ... from ``ssal.features.default_positions``).
+    ``at`` is a module name of the backbone (or an alias g1, g2, ... from ``ssal.features.default_positions``), or
+    ``"output"``: a head-less branch whose group probabilities are sums of f's class probabilities (``head`` unused).
     ``head`` is a head spec string (see ``ssal.heads``) or a callable ``(in_channels, k) -> nn.Module`` that gets
     the raw feature; ``None`` picks ``DEFAULT_TOKEN_HEAD`` on tokens and ``DEFAULT_HEAD`` otherwise.
     ``layout`` states the feature layout at ``at`` (nchw, nhwc, tokens, tokens_cls, tokens_pP; see
@@ -65,7 +69,7 @@ class AuxBranch(nn.Module):
         return int(self.gamma.max()) + 1
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head(h)
+        return self.head(h, self.gamma) if self.at == OUTPUT else self.head(h)
 
 
 def _as_tensor(out: object, what: str) -> torch.Tensor:
@@ -132,9 +136,11 @@ class SSALModel(nn.Module):
         self._aux_out: dict[str, torch.Tensor] | None = None
         modules = dict(backbone.named_modules())
         aliases = default_positions(backbone)
-        targets = [self._resolve(b.at, modules, aliases) for b in branches]
-        shapes, self.num_classes = self._probe(targets)
-        layouts = self._layouts(branches, targets, shapes)
+        targets = [OUTPUT if b.at == OUTPUT else self._resolve(b.at, modules, aliases) for b in branches]
+        hooked = [t for t in targets if t != OUTPUT]
+        shapes, self.num_classes = self._probe(hooked)
+        inner = [(b, t) for b, t in zip(branches, targets, strict=True) if t != OUTPUT]
+        layouts = iter(self._layouts([b for b, _ in inner], [t for _, t in inner], shapes))
         self.branches = nn.ModuleList()
         for i, (b, at) in enumerate(zip(branches, targets, strict=True)):
             g = b.grouping
@@ -145,7 +151,10 @@ class SSALModel(nn.Module):
                     f"branch {i} at {b.at!r}: its grouping has {g.num_classes} classes "
                     f"but the model predicts {self.num_classes}"
                 )
-            lay = layouts[i]
+            if at == OUTPUT:
+                self.branches.append(AuxBranch(at, OutputGroups(), g.as_tensor(), b.name or f"g{i + 1}", "logits"))
+                continue
+            lay = next(layouts)
             cin = lay.channels(shapes[at])
             if callable(b.head):
                 head = b.head(cin, g.k)
@@ -157,7 +166,7 @@ class SSALModel(nn.Module):
         if len(set(names)) != len(names):
             raise SSALError(f"branch names must be unique, got {names}")
         self._move_branches_like_backbone()
-        self._hooks = [modules[at].register_forward_hook(self._make_hook(at)) for at in dict.fromkeys(targets)]
+        self._hooks = [modules[at].register_forward_hook(self._make_hook(at)) for at in dict.fromkeys(hooked)]
 
     # --- construction helpers ----------------------------------------------------------------------
     @staticmethod
@@ -277,6 +286,9 @@ class SSALModel(nn.Module):
         self._aux_out = {}
         try:
             main = _as_tensor(self.backbone(x), "the backbone")
+            for b in self.branches:
+                if b.at == OUTPUT:
+                    self._aux_out[b.name] = b(main)
             aux = tuple(self._aux_out[b.name] for b in self.branches)
         finally:
             self._aux_out = None

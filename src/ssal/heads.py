@@ -17,6 +17,9 @@ Token heads (for token sequences (B, N, D) of ViT-style models; any layout is tu
     tfm / tfm4   a small pre-norm transformer block (4 attention heads; default: width / 32, at most 8)
     cls          take the class token (the first token; needs a layout with a class token)
 
+A branch attached at ``output`` (f's own logits) has no head at all: its group log-probabilities are read off f's
+class probabilities (``OutputGroups``), a group loss at no extra compute.
+
 The output layer (an FC with one unit per group) is always appended. Example: the CIFAR ResNet-50
 AuxNet1 of supplementary Table 7 is ``conv128k5s2-conv128-incE-gap``; ``ln-gap`` is the default head on tokens
 (norm, mean of the patch tokens, linear) and ``tfm-ln-cls`` one with a transformer block.
@@ -47,10 +50,12 @@ __all__ = [
     "InceptionC",
     "InceptionD",
     "InceptionE",
+    "OutputGroups",
     "ToMap",
     "ToTokens",
     "TokenPool",
     "build_head",
+    "group_log_probs",
     "parse_head",
 ]
 
@@ -119,6 +124,29 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
+
+
+def group_log_probs(logits: torch.Tensor, gamma: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """log P(group | x) = logsumexp of log_softmax(logits) over each group's members, shape (B, k).
+
+    Exact in log space: each group's maximum is subtracted before ``exp``, so no group underflows to -inf.
+    """
+    logp = logits.float().log_softmax(-1)
+    idx = gamma.to(logp.device).expand_as(logp)
+    gmax = logp.new_full((logp.shape[0], num_groups), -torch.inf).scatter_reduce(1, idx, logp, "amax").detach()
+    sums = logp.new_zeros(logp.shape[0], num_groups).scatter_add(1, idx, (logp - gmax.gather(1, idx)).exp())
+    return sums.log() + gmax
+
+
+class OutputGroups(nn.Module):
+    """The head-less branch: group log-probabilities of f's own class logits (no parameters, no extra compute).
+
+    Its cross-entropy against gamma(y) is a hierarchical loss on f's output (Bertinetto et al., "Making Better
+    Mistakes", CVPR 2020); ``gamma`` is the owning branch's buffer, so regrouping changes it in place.
+    """
+
+    def forward(self, logits: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        return group_log_probs(logits, gamma, int(gamma.max()) + 1)
 
 
 class GlobalAvgPool(nn.Module):

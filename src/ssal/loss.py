@@ -41,6 +41,9 @@ class SSALLoss(nn.Module):
         main_weight: lambda_1.
         aux_weights: lambda_2,i, one float for all branches or one per branch.
         label_smoothing: applied to every cross-entropy term.
+        group_smoothing: f's smoothing mass goes to the true class's group mates under the first branch's grouping
+            (uniformly over the other members of gamma_1(y); a class alone in its group keeps it) instead of to
+            every class: group-aware label smoothing.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class SSALLoss(nn.Module):
         main_weight: float = 1.0,
         aux_weights: float | Sequence[float] = 1.0,
         label_smoothing: float = 0.0,
+        group_smoothing: bool = False,
     ) -> None:
         super().__init__()
         gs = as_gammas(gammas)
@@ -68,6 +72,9 @@ class SSALLoss(nn.Module):
             if g.dim() != 1 or g.numel() < 2 or int(g.min()) < 0:
                 raise SSALError(f"gamma {i} must map C >= 2 classes to group ids >= 0, got shape {tuple(g.shape)}")
             self.register_buffer(f"gamma{i}", g.clone())
+        if group_smoothing and not gs:
+            raise SSALError("group_smoothing needs a branch: its grouping names each class's group mates")
+        self.group_smoothing = bool(group_smoothing)
         self.num_branches = len(gs)
         self.num_classes = [g.numel() for g in gs]
         self.group_counts = [int(g.max()) + 1 for g in gs]
@@ -76,7 +83,10 @@ class SSALLoss(nn.Module):
         """The weighted total and each term; branches missing from ``out`` (main-only mode) are skipped."""
         self._check(out, target)
         ls = self.label_smoothing
-        main = F.cross_entropy(out.main.float(), target, label_smoothing=ls)
+        if self.group_smoothing and ls > 0:
+            main = F.cross_entropy(out.main.float(), self.group_smoothed_target(target))
+        else:
+            main = F.cross_entropy(out.main.float(), target, label_smoothing=ls)
         total = self.main_weight * main
         aux = []
         for i, logits in enumerate(out.aux):
@@ -85,6 +95,17 @@ class SSALLoss(nn.Module):
             aux.append(term)
             total = total + self.aux_weights[i] * term
         return LossParts(total, main, tuple(aux))
+
+    def group_smoothed_target(self, target: torch.Tensor) -> torch.Tensor:
+        """Soft targets (B, C): 1 - eps on y, eps spread evenly over y's group mates under gamma_1."""
+        gamma = self.gamma0.to(target.device)
+        mates = (gamma[target][:, None] == gamma[None, :]).float()
+        mates[torch.arange(target.numel(), device=target.device), target] = 0.0
+        n = mates.sum(1, keepdim=True)
+        alone = (n == 0).float()  # a singleton group: the mass stays on y
+        onehot = F.one_hot(target, gamma.numel()).float()
+        ls = self.label_smoothing
+        return (1 - ls) * onehot + ls * (mates / n.clamp_min(1) + alone * onehot)
 
     def _check(self, out: SSALOutput, target: torch.Tensor) -> None:
         """Shapes only (no device sync): an SSALOutput with no more branches than groupings, long class indices (B,),
