@@ -22,7 +22,14 @@ from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, make_loader, validates_on_test
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json, atomic_write_text
-from .prediction import LinearCombination, SSALMetrics, fit_linear_combination, joint_probability
+from .prediction import (
+    LinearCombination,
+    SSALMetrics,
+    fit_linear_combination,
+    fit_temperature,
+    joint_log_probs,
+    negative_log_likelihood,
+)
 from .runs import RunInfo, load_run_data, read_metrics
 from .runtime import autocast, default_device
 
@@ -122,6 +129,14 @@ class EvalReport:
     lc_fitted_on: str | None = None
     ece_tr: float | None = None  # expected calibration error (%, 15 bins) of f's softmax
     ece_jp: float | None = None  # ... of the normalised joint probability
+    nll_tr: float | None = None  # mean negative log-likelihood (nats) of f's softmax
+    nll_jp: float | None = None  # ... of +JP
+    temperature: dict[str, float] = field(default_factory=dict)  # +TS: T per prediction (tr, jp), fitted on val
+    temperature_fitted_on: str | None = None  # the split the temperatures were fitted on (None: no held-out split)
+    ece_tr_ts: float | None = None  # ECE of f after temperature scaling
+    ece_jp_ts: float | None = None  # ... of +JP after temperature scaling
+    nll_tr_ts: float | None = None
+    nll_jp_ts: float | None = None
     mistakes_within: dict[str, float] = field(default_factory=dict)  # % of errors inside the true class's group
     mistakes_reference: str | None = None  # the coarse grouping that defines "inside": superclasses or g1
     tta: str = "none"
@@ -185,19 +200,20 @@ def _evaluate_run(
     cfg = info.config
     device = device or default_device()
     info.model.to(device).eval()
-    data = data or load_run_data(info, ("train", "val", "test") if info.groupings or split != "test" else ("test",))
+    data = data or load_run_data(info, ("train", "val", "test"))
     prec = cfg.trainer.precision
-    lc, lc_on = None, None
-    if info.groupings and split == "val":
-        log.warning("+LC is fitted on the validation split, so it is not reported on it (an in-sample score)")
-    elif info.groupings and data.val is not None and data.val is not data.test:
+    held_out = split != "val" and data.val is not None and data.val is not data.test
+    val_out, val_y = None, None
+    if held_out:  # for +LC and +TS, model frozen
+        what = "validation outputs for +LC and +TS" if info.groupings else "validation outputs for +TS"
         val_out, val_y = collect_outputs(
-            info.model,
-            make_loader(cfg, data, data.val, train=False, device=device),
-            prec,
-            "validation outputs for +LC",
-            tta,
+            info.model, make_loader(cfg, data, data.val, train=False, device=device), prec, what, tta
         )
+    else:
+        why = "evaluating on the validation split itself" if split == "val" else "no held-out split besides test"
+        log.warning("%s: no temperature scaling (+TS)%s", why, " and no +LC" if info.groupings else "")
+    lc, lc_on = None, None
+    if info.groupings and val_out is not None and val_y is not None:
         lc, lc_on = _fit_lc(info, val_out, val_y), "val"
         if len(val_y) < LC_MIN_PER_CLASS * info.num_classes:
             log.warning(
@@ -207,20 +223,18 @@ def _evaluate_run(
                 info.num_classes,
                 LC_MIN_PER_CLASS,
             )
-    elif info.groupings:
-        log.warning(
-            "no held-out split besides the test split (data.val_fraction=0, or folder data without test/): "
-            "+LC is not reported"
-        )
     out, y = collect_outputs(
         info.model, make_loader(cfg, data, getattr(data, split), train=False, device=device), prec, f"{split} set", tta
     )
     m = SSALMetrics([g.to("cpu") for g in info.gammas], info.eta or 1.0, lc)
     m.update(out, y)
     r = m.compute()
-    probs = {"tr": out.main.float().softmax(1)}
-    if info.groupings:
-        probs["jp"] = joint_probability(out, [g.cpu() for g in info.gammas], info.eta)
+    logps = _log_probs(info, out)
+    probs = {k: v.exp() for k, v in logps.items()}
+    temps, scaled = {}, {}
+    if val_out is not None and val_y is not None:
+        temps = {k: fit_temperature(v, val_y) for k, v in _log_probs(info, val_out).items()}
+        scaled = {k: (v / temps[k]).log_softmax(1) for k, v in logps.items()}
     ref, coarse = _coarse_reference(info, data)
     on_test = split == "test" and _is_best(info) and validates_on_test(cfg.data)
     if on_test:
@@ -250,12 +264,28 @@ def _evaluate_run(
         lc_fitted_on=lc_on,
         ece_tr=calibration_error(probs["tr"], y),
         ece_jp=calibration_error(probs["jp"], y) if "jp" in probs else None,
+        nll_tr=negative_log_likelihood(logps["tr"], y),
+        nll_jp=negative_log_likelihood(logps["jp"], y) if "jp" in logps else None,
+        temperature=temps,
+        temperature_fitted_on="val" if temps else None,
+        ece_tr_ts=calibration_error(scaled["tr"].exp(), y) if scaled else None,
+        ece_jp_ts=calibration_error(scaled["jp"].exp(), y) if "jp" in scaled else None,
+        nll_tr_ts=negative_log_likelihood(scaled["tr"], y) if scaled else None,
+        nll_jp_ts=negative_log_likelihood(scaled["jp"], y) if "jp" in scaled else None,
         mistakes_within=within,
         mistakes_reference=ref,
         tta=tta,
         train_flops=_train_flops(info),
         selected_on_test=on_test,
     )
+
+
+def _log_probs(info: RunInfo, out: SSALOutput) -> dict[str, torch.Tensor]:
+    """log-probabilities of f (+TR) and, with branches, of the joint prediction (+JP)."""
+    logps = {"tr": out.main.float().log_softmax(1)}
+    if info.groupings:
+        logps["jp"] = joint_log_probs(out, [g.cpu() for g in info.gammas], info.eta)
+    return logps
 
 
 def _is_best(info: RunInfo) -> bool:
@@ -267,6 +297,10 @@ def _is_best(info: RunInfo) -> bool:
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4f}"
 
 
 def format_report(rep: EvalReport, title: str | None = None) -> str:
@@ -289,11 +323,19 @@ def format_report(rep: EvalReport, title: str | None = None) -> str:
         lines += ["", "| branch | group accuracy (%) |", "|---|---|"]
         lines += [f"| {n} | {v:.2f} |" for n, v in rep.group_acc.items()]
     if rep.ece_tr is not None:
-        lines += ["", "| prediction | ECE (%, 15 bins) | errors inside the true class's "
-                  f"{rep.mistakes_reference or 'group'} (%) |", "|---|---|---|"]  # fmt: skip
-        for key, label, ece in (("tr", "+TR", rep.ece_tr), ("jp", "+JP", rep.ece_jp)):
+        lines += ["", "| prediction | ECE (%, 15 bins) | NLL | errors inside the true class's "
+                  f"{rep.mistakes_reference or 'group'} (%) |", "|---|---|---|---|"]  # fmt: skip
+        rows = (("tr", "+TR", rep.ece_tr, rep.nll_tr), ("jp", "+JP", rep.ece_jp, rep.nll_jp))
+        for key, label, ece, nll in rows:
             if ece is not None:
-                lines.append(f"| {label} | {ece:.2f} | {_pct(rep.mistakes_within.get(key))} |")
+                lines.append(f"| {label} | {ece:.2f} | {_num(nll)} | {_pct(rep.mistakes_within.get(key))} |")
+        scaled = (("tr", "+TR", rep.ece_tr_ts, rep.nll_tr_ts), ("jp", "+JP", rep.ece_jp_ts, rep.nll_jp_ts))
+        for key, label, ece, nll in scaled:
+            if ece is not None:
+                t = rep.temperature[key]
+                lines.append(f"| {label} +TS (T = {t:.3f}) | {ece:.2f} | {_num(nll)} | (top-1 unchanged) |")
+        if not rep.temperature:
+            lines += ["", "No temperature scaling (+TS): the run has no held-out validation split to fit it on."]
     if rep.tta != "none":
         lines += ["", f"Test-time augmentation: {rep.tta} (logits of the image and its mirror averaged)."]
     if rep.train_flops:
