@@ -160,3 +160,45 @@ def test_evaluate_reports_temperature_scaling(tmp_path: Path) -> None:
     ev = json.loads((run2 / "eval.json").read_text())
     assert ev["temperature"] == {} and ev["ece_tr_ts"] is None
     assert "No temperature scaling" in res.stdout
+
+
+@pytest.mark.slow
+def test_predict_and_export_use_the_fitted_temperatures(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ssal.evaluation import load_temperatures
+    from ssal.export import run_exported
+    from ssal.predict import predict_tensor
+    from ssal.runs import load_run
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ssal", "train", "--config", str(DEMO), f"run_dir={run}", "trainer.epochs=2",
+           "schedule.peak_epoch=1", "ssal.groupings=random", "trainer.progress_bar=false"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    with pytest.raises(SSALError, match="ssal evaluate"):
+        load_temperatures(run)
+    subprocess.run([sys.executable, "-m", "ssal", "evaluate", str(run)], check=True, capture_output=True)
+    temps = load_temperatures(run)
+    info = load_run(run)
+    x = torch.rand(4, *info.model.input_size, generator=torch.Generator().manual_seed(0))
+    raw, cal = predict_tensor(info, x, 3), predict_tensor(info, x, 3, temps)
+    for r, c in zip(raw, cal, strict=True):
+        assert [s.index for s in r["jp"]] == [s.index for s in c["jp"]]  # top-1..k unchanged by a temperature
+    out = info.model.eval()(x)
+    want = (ssal.joint_probability(out, info.gammas, info.eta).log() / temps["jp"]).softmax(-1)
+    assert cal[0]["jp"][0].prob == pytest.approx(float(want[0].max()), rel=1e-4)
+    img = tmp_path / "a.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(img)
+    res = subprocess.run([sys.executable, "-m", "ssal", "predict", str(run), str(img), "--calibrated", "--json"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["temperature"] == pytest.approx(temps)
+    pt = tmp_path / "m.pt"
+    res = subprocess.run([sys.executable, "-m", "ssal", "export", str(run), "--format", "torchscript", "--out",
+                          str(pt), "--calibrated"], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"temperature {temps['jp']:.3f}" in res.stdout
+    assert json.loads((tmp_path / "m.pt.json").read_text())["temperature"] == pytest.approx(temps["jp"])
+    probs = run_exported(pt, x[:2], "torchscript")[0]
+    assert torch.allclose(probs, want[:2], atol=1e-4)

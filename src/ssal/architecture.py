@@ -152,7 +152,7 @@ class SSALModel(nn.Module):
                     f"but the model predicts {self.num_classes}"
                 )
             if at == OUTPUT:
-                self.branches.append(AuxBranch(at, OutputGroups(), g.as_tensor(), b.name or f"g{i + 1}", "logits"))
+                self.branches.append(AuxBranch(at, OutputGroups(g.k), g.as_tensor(), b.name or f"g{i + 1}", "logits"))
                 continue
             lay = next(layouts)
             cin = lay.channels(shapes[at])

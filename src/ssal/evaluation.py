@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_run",
     "format_report",
     "load_report",
+    "load_temperatures",
     "mistakes_within",
     "num_threads",
     "param_counts",
@@ -358,6 +359,17 @@ def load_report(path: str | Path) -> EvalReport:
     d = json.loads(Path(path).read_text(encoding="utf-8"))
     known = set(EvalReport.__dataclass_fields__)
     return EvalReport(**{k: v for k, v in d.items() if k in known})
+
+
+def load_temperatures(run_dir: str | Path) -> dict[str, float]:
+    """The +TS temperatures (``tr``, ``jp``) that ``ssal evaluate`` fitted on the run's validation split."""
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        raise SSALError(f"{path} not found: run `ssal evaluate {run_dir}` first (it fits the temperatures)")
+    temps = load_report(path).temperature
+    if not temps:
+        raise SSALError(f"{path} has no temperatures: the run has no held-out validation split to fit them on")
+    return {k: float(v) for k, v in temps.items()}
 
 
 # --- confusion ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import SSALModel
+from .architecture import OUTPUT, SSALModel
 from .errors import SSALError
 from .io import atomic_write
 from .prediction import joint_probability, main_probability
@@ -73,7 +73,7 @@ class OutputSelector(nn.Module):
 def _candidates(sel: OutputSelector) -> dict[nn.Module, str]:
     """Modules whose output may be the output's last feature map: f's modules, or branch i's head + attach point."""
     model = sel.model
-    if sel.index is None:
+    if sel.index is None or model.branches[sel.index].at == OUTPUT:  # a head-less branch sees f's features
         return {m: n for n, m in model.backbone.named_modules() if n}
     br = model.branches[sel.index]
     mods = {m: f"branches.{sel.index}.head.{n}".rstrip(".") for n, m in br.head.named_modules()}
@@ -99,7 +99,8 @@ def find_feature_layer(sel: OutputSelector, x: torch.Tensor) -> tuple[nn.Module,
     feats = [m for m, o in order if isinstance(o, torch.Tensor) and o.dim() == 4]
     maps = [m for m, o in order if m in feats and o.shape[2] * o.shape[3] > 1]
     feats = maps or feats
-    if sel.index is not None:  # the attach point's hook fires after the head it feeds: prefer the head's own maps
+    if sel.index is not None and sel.model.branches[sel.index].at != OUTPUT:  # the attach point's hook fires after
+        # the head it feeds: prefer the head's own maps
         head = set(sel.model.branches[sel.index].head.modules())
         feats = [m for m in feats if m not in head] + [m for m in feats if m in head]
     if not feats:

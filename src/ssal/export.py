@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architecture import SSALModel
+from .architecture import SSALModel, SSALOutput
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json
 from .models import create_model
 from .models.zoo import split_name, tv_builder_options
-from .prediction import joint_probability, main_probability
+from .prediction import joint_log_probs
 from .runs import RunInfo
 from .runtime import class_names, eval_mode, input_size
 
@@ -59,25 +59,32 @@ ONNX_OPSET = 17
 class ExportWrapper(nn.Module):
     """SSAL model -> (class probabilities, softmax(g_1), ..., softmax(g_n)); a pure function of the pixels."""
 
-    def __init__(self, model: SSALModel, mode: str = "jp", eta: Sequence[float] = ()) -> None:
+    def __init__(self, model: SSALModel, mode: str = "jp", eta: Sequence[float] = (), temperature: float = 1.0) -> None:
         super().__init__()
         self.model, self.mode = model, export_mode(model, mode)
         self.eta = [float(e) for e in eta] if eta else [1.0] * len(model.branches)
+        self.temperature = float(temperature)  # +TS: the class log-probabilities are divided by it
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x, with_branches=True)
-        probs = joint_probability(out, self.model.gammas, self.eta) if self.mode == "jp" and out.aux else None
-        if probs is None:
-            probs = main_probability(out)
-        return (probs, *(a.float().softmax(-1) for a in out.aux))
+        return (_class_probs(out, self.model.gammas, self.eta, self.mode, self.temperature),
+                *(a.float().softmax(-1) for a in out.aux))  # fmt: skip
+
+
+def _class_probs(out: SSALOutput, gammas: Sequence[torch.Tensor], eta: Sequence[float], mode: str, t: float):
+    """+JP (or f's softmax for mode tr or a model without branches), temperature-scaled by ``t``."""
+    logp = joint_log_probs(out, gammas, eta) if mode == "jp" and out.aux else out.main.float()
+    return (logp / t).softmax(-1)
 
 
 @torch.no_grad()
-def ssal_outputs(info: RunInfo, x: torch.Tensor, mode: str = "jp") -> tuple[torch.Tensor, ...]:
+def ssal_outputs(
+    info: RunInfo, x: torch.Tensor, mode: str = "jp", temperature: float = 1.0
+) -> tuple[torch.Tensor, ...]:
     """The reference outputs (what the exported model must reproduce), computed by ssal itself in eval mode."""
     with eval_mode(info.model):
         out = info.model(x.to(next(info.model.parameters()).device), with_branches=True)
-    main = joint_probability(out, info.gammas, info.eta) if mode == "jp" and out.aux else main_probability(out)
+    main = _class_probs(out, info.gammas, info.eta, mode, temperature)
     return tuple(t.cpu() for t in (main, *(a.float().softmax(-1) for a in out.aux)))
 
 
@@ -93,10 +100,11 @@ def output_names(info: RunInfo) -> list[str]:
     return ["probs", *info.model.branch_names]
 
 
-def _metadata(info: RunInfo, fmt: str, mode: str) -> dict[str, Any]:
+def _metadata(info: RunInfo, fmt: str, mode: str, temperature: float = 1.0) -> dict[str, Any]:
     return {
         "format": fmt,
         "mode": mode,
+        "temperature": temperature,
         "input": {"name": "image", "shape": ["batch", *input_size(info)], "range": [0.0, 1.0]},
         "outputs": output_names(info),
         "class_names": class_names(info),
@@ -180,8 +188,13 @@ def load_exported_state_dict(path: str | os.PathLike) -> nn.Module:
     return model.eval()
 
 
-def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: str = "jp") -> Path:
-    """Write the run's model to ``out`` as ONNX, TorchScript (traced) or f's state_dict, plus ``out + '.json'``."""
+def export_run(
+    info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: str = "jp", temperature: float = 1.0
+) -> Path:
+    """Write the run's model to ``out`` as ONNX, TorchScript (traced) or f's state_dict, plus ``out + '.json'``.
+
+    ``temperature`` (+TS, e.g. from ``ssal.evaluation.load_temperatures``) is baked into the class probabilities.
+    """
     if fmt not in EXPORT_FORMATS:
         raise SSALError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if fmt == "state_dict":
@@ -191,7 +204,7 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
     x = torch.rand(2, *input_size(info))
     try:  # export from CPU in eval mode; the caller's model gets its device and modes back
         with eval_mode(model.cpu()):
-            wrapper = ExportWrapper(model, mode, info.eta).eval()
+            wrapper = ExportWrapper(model, mode, info.eta, temperature).eval()
             if fmt == "torchscript":
                 with torch.no_grad(), _quiet_deprecations():
                     traced = torch.jit.trace(wrapper, (x,), check_trace=False)
@@ -201,7 +214,7 @@ def export_run(info: RunInfo, out: str | os.PathLike, fmt: str = "onnx", mode: s
                     atomic_write(out, lambda p: _export_onnx(wrapper, x, p, output_names(info)))
     finally:
         model.to(device)
-    atomic_write_json(out.with_name(out.name + ".json"), _metadata(info, fmt, wrapper.mode))
+    atomic_write_json(out.with_name(out.name + ".json"), _metadata(info, fmt, wrapper.mode, temperature))
     return out
 
 
@@ -218,7 +231,9 @@ def run_exported(path: str | os.PathLike, x: torch.Tensor, fmt: str | None = Non
         import onnxruntime as ort
     except ImportError:
         raise SSALError("running an ONNX model needs onnxruntime (pip install onnxruntime)") from None
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: its shape-inference notes on scatter ops are not problems of the file
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     res = sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})
     return tuple(torch.from_numpy(r) for r in res)
 

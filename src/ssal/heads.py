@@ -132,8 +132,8 @@ def group_log_probs(logits: torch.Tensor, gamma: torch.Tensor, num_groups: int) 
     Exact in log space: each group's maximum is subtracted before ``exp``, so no group underflows to -inf.
     """
     logp = logits.float().log_softmax(-1)
-    idx = gamma.to(logp.device).expand_as(logp)
-    gmax = logp.new_full((logp.shape[0], num_groups), -torch.inf).scatter_reduce(1, idx, logp, "amax").detach()
+    idx = gamma.to(logp.device).unsqueeze(0).expand(logp.shape[0], -1)
+    gmax = logp.new_full((logp.shape[0], num_groups), -torch.inf).scatter_reduce(1, idx, logp, "amax")
     sums = logp.new_zeros(logp.shape[0], num_groups).scatter_add(1, idx, (logp - gmax.gather(1, idx)).exp())
     return sums.log() + gmax
 
@@ -145,8 +145,12 @@ class OutputGroups(nn.Module):
     Mistakes", CVPR 2020); ``gamma`` is the owning branch's buffer, so regrouping changes it in place.
     """
 
+    def __init__(self, num_groups: int) -> None:
+        super().__init__()
+        self.num_groups = int(num_groups)
+
     def forward(self, logits: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        return group_log_probs(logits, gamma, int(gamma.max()) + 1)
+        return group_log_probs(logits, gamma, self.num_groups)
 
 
 class GlobalAvgPool(nn.Module):

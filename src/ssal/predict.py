@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import SSALError
-from .prediction import joint_probability, main_probability
+from .prediction import joint_log_probs
 from .runs import RunInfo
 from .runtime import class_names, eval_mode, image_transform, load_image
 
@@ -77,19 +77,23 @@ def _topk(probs: torch.Tensor, k: int, names: Sequence[str]) -> list[ClassScore]
 
 
 @torch.no_grad()
-def predict_tensor(info: RunInfo, x: torch.Tensor, top: int = 5) -> list[dict[str, Any]]:
+def predict_tensor(
+    info: RunInfo, x: torch.Tensor, top: int = 5, temperature: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Predictions for a batch ``x`` (B, 3, H, W) in [0, 1]: per image the +JP/+TR top-K and each branch's group.
 
-    Returns plain dicts with keys ``jp``, ``tr`` (lists of ``ClassScore``) and ``branches``. The model's
-    training mode is left as it was.
+    Returns plain dicts with keys ``jp``, ``tr`` (lists of ``ClassScore``) and ``branches``. ``temperature``
+    ({"tr": T, "jp": T}, from ``ssal.evaluation.load_temperatures``) calibrates the probabilities (+TS). The
+    model's training mode is left as it was.
     """
     if top < 1:
         raise SSALError(f"--top must be at least 1, got {top}")
     model, names = info.model, class_names(info)
     with eval_mode(model):
         out = model(x.to(next(model.parameters()).device), with_branches=True)
-    tr = main_probability(out).cpu()
-    jp = joint_probability(out, info.gammas, info.eta).cpu() if out.aux else tr
+    t = temperature or {}
+    tr = (out.main.float() / t.get("tr", 1.0)).softmax(-1).cpu()
+    jp = (joint_log_probs(out, info.gammas, info.eta) / t.get("jp", 1.0)).softmax(-1).cpu() if out.aux else tr
     rows = []
     for b in range(x.shape[0]):
         branches = []
@@ -102,7 +106,11 @@ def predict_tensor(info: RunInfo, x: torch.Tensor, top: int = 5) -> list[dict[st
 
 
 def predict_images(
-    info: RunInfo, paths: Sequence[str | os.PathLike], top: int = 5, batch_size: int = 64
+    info: RunInfo,
+    paths: Sequence[str | os.PathLike],
+    top: int = 5,
+    batch_size: int = 64,
+    temperature: dict[str, float] | None = None,
 ) -> tuple[list[ImagePrediction], list[tuple[str, str]]]:
     """Predict every readable image; returns the predictions and ``(file, error message)`` for the rest."""
     transform = image_transform(info)
@@ -112,7 +120,7 @@ def predict_images(
 
     def flush() -> None:
         if batch:
-            rows = predict_tensor(info, torch.stack([t for _, t in batch]), top)
+            rows = predict_tensor(info, torch.stack([t for _, t in batch]), top, temperature)
             preds.extend(ImagePrediction(f, **r) for (f, _), r in zip(batch, rows, strict=True))
             batch.clear()
 

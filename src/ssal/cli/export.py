@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
     p.add_argument("--mode", default="jp", choices=("jp", "tr"), help="jp: joint probability (default); tr: main f")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    p.add_argument("--calibrated", action="store_true", help="bake in the +TS temperature of the mode, fitted by "
+                   "`ssal evaluate` on the validation split (RUN_DIR/eval.json)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -40,12 +42,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import SSALError
+    from ..evaluation import load_temperatures
     from ..export import export_mode, export_run, load_exported_state_dict, max_difference, run_exported, ssal_outputs
     from ..runs import load_run
     from ..runtime import input_size
 
     info = load_run(args.run_dir, args.checkpoint)
-    path = export_run(info, args.out, args.fmt, args.mode)
+    mode = export_mode(info.model, args.mode)  # a baseline run has no +JP: its probabilities are f's
+    if args.calibrated and args.fmt == "state_dict":
+        raise SSALError("--calibrated applies to onnx and torchscript (a state_dict holds f's weights only)")
+    t = load_temperatures(args.run_dir)[mode] if args.calibrated else 1.0
+    path = export_run(info, args.out, args.fmt, args.mode, t)
     if args.fmt == "state_dict":  # f alone: the plain model on normalised pixels must give ssal's +TR logits
         x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
         plain = load_exported_state_dict(path)
@@ -58,16 +65,16 @@ def run(args: argparse.Namespace) -> int:
         name = info.config.model.name
         sys.stdout.write(f"wrote {path} (f's state_dict, {name}; max abs logit difference {diff:.1e})\n")
         return 0
-    mode = export_mode(info.model, args.mode)  # a baseline run has no +JP: its probabilities are f's
     if args.fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         log.warning("onnxruntime is not installed: the ONNX file was not checked")
         diff = None
     else:
         x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
-        diff = max_difference(ssal_outputs(info, x, mode), run_exported(path, x, args.fmt))
+        diff = max_difference(ssal_outputs(info, x, mode, t), run_exported(path, x, args.fmt))
         if diff > 1e-4:
             raise SSALError(f"exported model differs from ssal's outputs by {diff:.2e} (> 1e-4)")
     outs = ", ".join(["probs", *info.model.branch_names])
     check = "not checked" if diff is None else f"max abs difference to ssal {diff:.1e}"
+    mode += f", temperature {t:.3f}" if args.calibrated else ""
     sys.stdout.write(f"wrote {path} ({args.fmt}, mode {mode}; outputs {outs}; {check})\n")
     return 0

@@ -25,26 +25,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=5, metavar="K", help="classes to list (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    p.add_argument("--calibrated", action="store_true", help="temperature-scaled probabilities (+TS), with the "
+                   "temperatures `ssal evaluate` fitted on the validation split (RUN_DIR/eval.json)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, predict every image, print text or JSON; exit 2 if any file failed."""
     from ..errors import SSALError
+    from ..evaluation import load_temperatures
     from ..predict import format_prediction, predict_images
     from ..runs import load_run
     from ..runtime import expand_image_paths
 
     if args.top < 1:
         raise SSALError(f"--top must be at least 1, got {args.top}")
+    temps = load_temperatures(args.run_dir) if args.calibrated else None
     info = load_run(args.run_dir, args.checkpoint)
-    preds, errors = predict_images(info, expand_image_paths(args.images), top=args.top)
+    preds, errors = predict_images(info, expand_image_paths(args.images), top=args.top, temperature=temps)
     for _, msg in errors:
         print(f"ssal predict: error: {msg}", file=sys.stderr)
     if args.json:
         doc = {
             "run_dir": str(args.run_dir),
             "checkpoint": str(info.checkpoint),
+            "temperature": temps or {},
             "predictions": [p.to_dict() for p in preds],
             "errors": [{"file": f, "error": m} for f, m in errors],
         }
