@@ -25,6 +25,7 @@ __all__ = [
     "cifar100_archive",
     "download_cifar100",
     "has_cifar100",
+    "has_cifar100_mini",
     "load_cifar100",
     "load_cifar100_mini",
     "mini_subset",
@@ -142,6 +143,11 @@ def cifar100_archive() -> Archive:
 def has_cifar100(root: Path) -> bool:
     """Whether ``root`` holds CIFAR-100 in either form (NumPy folder or official pickles)."""
     return (root / "train.npz").is_file() or find_official_cifar100(root) is not None
+
+
+def has_cifar100_mini(root: Path) -> bool:
+    """Whether ``root`` holds the mini arrays, or the full CIFAR-100 they can be made from."""
+    return any((root / f"mini_{s}.npz").is_file() for s in ("train", "test")) or has_cifar100(root)
 
 
 def _check_official(folder: Path) -> None:

@@ -13,7 +13,14 @@ import torch
 
 from ..errors import SSALError
 from .arrays import ImageArrays, stratified_split
-from .cifar100 import cifar100_archive, download_cifar100, has_cifar100, load_cifar100, load_cifar100_mini
+from .cifar100 import (
+    cifar100_archive,
+    download_cifar100,
+    has_cifar100,
+    has_cifar100_mini,
+    load_cifar100,
+    load_cifar100_mini,
+)
 from .download import Archive, data_home
 from .tinyimagenet import ARCHIVE as TINYIMAGENET_ARCHIVE
 from .tinyimagenet import download_tinyimagenet, has_tinyimagenet, load_tinyimagenet
@@ -103,7 +110,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "cifar100_mini", 100, 32, _CIFAR_MEAN, _CIFAR_STD,
             "mini_train.npz / mini_test.npz of the CIFAR-100 NumPy folder, else the first 20 train / 5 test images "
             "per class of CIFAR-100", load_cifar100_mini,
-            "cifar100", has_cifar100, download_cifar100, cifar100_archive,
+            "cifar100", has_cifar100_mini, download_cifar100, cifar100_archive,
         ),
         DatasetSpec(
             "digits", 10, 16, (0.3053,) * 3, (0.3759,) * 3,
