@@ -4,7 +4,7 @@
 # One SSAL run (4 epochs, one conv64 branch at g2) per criterion (join, split) and k (2, 4, 10, 20), all with the
 # groups of the same baseline confusion matrix (CONFUSION, e.g. runs/c100/s0/baseline/confusion.npy), 1 seed.
 # Finished runs are skipped, unfinished ones resumed. Then: python benchmarks/summarize_fig2.py OUT_DIR
-# Needs SSAL_CIFAR100_DIR (or ../shared/data/cifar100 from the working directory).
+# Uses SSAL_CIFAR100_DIR if set, else the data folder ($SSAL_DATA/cifar100, downloaded on first use).
 set -euo pipefail
 OUT=${1:?usage: benchmarks/cifar100_fig2.sh OUT_DIR CONFUSION [SEED]}
 CONFUSION=${2:?usage: benchmarks/cifar100_fig2.sh OUT_DIR CONFUSION [SEED]}

@@ -3,7 +3,7 @@
 #   benchmarks/cifar100_results.sh OUT_DIR [SEEDS...]
 # For each seed: `ssal pipeline` (baseline -> confusion on the validation split -> join groups -> SSAL -> evaluate),
 # then a longer baseline (5 epochs instead of 4) for the equal-wall-time comparison.
-# Needs SSAL_CIFAR100_DIR (or ../shared/data/cifar100 from the working directory).
+# Uses SSAL_CIFAR100_DIR if set, else the data folder ($SSAL_DATA/cifar100, downloaded on first use).
 set -euo pipefail
 OUT=${1:?usage: benchmarks/cifar100_results.sh OUT_DIR [SEEDS...]}
 shift

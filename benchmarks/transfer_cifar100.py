@@ -13,7 +13,7 @@
 
 Run (CPU hours at the defaults; --per-class and the epoch options make it small):
 
-    python benchmarks/transfer_cifar100.py --cifar ../shared/data/cifar100 --out runs/transfer \
+    python benchmarks/transfer_cifar100.py --cifar "$SSAL_CIFAR100_DIR" --out runs/transfer \
         [--model resnet18_cifar] [--pretrain-epochs 15] [--finetune-epochs 8] [--per-class 500]
 
 Every step is an ``ssal`` command on a config written to OUT/*.yaml; re-running skips finished steps.

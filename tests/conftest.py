@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,14 @@ def cifar100_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never download: a URL that is opened (e.g. a data set download that a test did not fake) fails."""
+
+    def offline(request: object, *args: object, **kwargs: object) -> None:
+        url = getattr(request, "full_url", request)
+        raise urllib.error.URLError(f"tests do not download ({url})")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)

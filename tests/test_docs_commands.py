@@ -72,7 +72,7 @@ def test_the_docs_have_commands() -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the repository's configs and examples, with ``mydata/`` (and ``../shared/data`` when needed)."""
+    """A copy of the repository's configs and examples, with ``mydata/``."""
     ws = tmp_path_factory.mktemp("docs") / "repo"
     ws.mkdir()
     for d in ("configs", "examples"):
@@ -90,18 +90,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("where", "cmd"), CASES, ids=[w for w, _ in CASES])
-def test_doc_command_runs_as_written(
-    where: str, cmd: str, workspace: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
+def test_doc_command_runs_as_written(where: str, cmd: str, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reason = _skip_reason(cmd)
     if reason:
         pytest.skip(reason)
     argv = _argv(cmd)
-    if any(a.startswith("../shared/data/cifar100/") for a in argv):
-        shared = workspace.parent / "shared" / "data" / "cifar100"
-        if not shared.exists():
-            shared.parent.mkdir(parents=True)
-            shared.symlink_to(request.getfixturevalue("cifar100_dir"))
     monkeypatch.chdir(workspace)
     if argv[0] == "pipeline":  # hours of training: check that its config resolves and builds
         rest = [a for i, a in enumerate(argv[1:]) if a != "--out" and (i == 0 or argv[i] != "--out")]

@@ -98,14 +98,14 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
         return _folder_bundle(cfg)
     bundle = DataBundle(cfg.name, 0)
     if {"train", "val"} & set(splits):
-        full = load_arrays(cfg.name, cfg.root, "train")
+        full = load_arrays(cfg.name, cfg.root, "train", download=cfg.download)
         if cfg.val_fraction > 0:
             bundle.train, bundle.val = split_train_val(full, cfg.val_fraction, cfg.split_seed)
         else:
             bundle.train = full
         bundle.train = per_class_subset(bundle.train, cfg.per_class, cfg.split_seed)
     if "test" in splits or ("val" in splits and bundle.val is None):
-        bundle.test = load_arrays(cfg.name, cfg.root, "test")
+        bundle.test = load_arrays(cfg.name, cfg.root, "test", download=cfg.download)
         if bundle.val is None and "val" in splits:
             log.warning("data.val_fraction is 0: validating on the test split")
             bundle.val = bundle.test

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .data import AUGMENTATIONS, DATASETS
+from .data import AUGMENTATIONS, DATASETS, data_home, default_root
 from .errors import SSALError
 from .grouping import CRITERIA, shipped_groupings
 from .hardware import PRECISIONS
@@ -72,6 +72,7 @@ class DataConfig:
     workers: int = 4  # DataLoader workers (folder data only)
     skip_broken: bool = False  # folder data: leave out unreadable images (one warning) instead of stopping
     num_classes: int | None = None  # only needed for a dry run of a folder data set that is not present
+    download: bool = True  # cifar100(_mini), tinyimagenet: fetch the official archive into root if it is not there
 
 
 @dataclass
@@ -455,18 +456,29 @@ def read_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str
     return raw
 
 
-_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_ENV = re.compile(r"\$\{(\w+)(?::-([^{}]*))?\}")
+
+
+def _env(name: str) -> str:
+    """A variable's value; ``SSAL_DATA`` defaults to the data folder (``ssal.data.data_home``)."""
+    return os.environ.get(name) or (str(data_home()) if name == "SSAL_DATA" else "")
 
 
 def expand_env(text: str) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``."""
-    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (the default may hold ``${VAR}`` itself); ``${SSAL_DATA}`` is the
+    data folder: ``$SSAL_DATA``, else ``~/.cache/ssal/data``."""
+    for _ in range(4):  # innermost first; a value is not expanded again and again
+        out = _ENV.sub(lambda m: _env(m.group(1)) or (m.group(2) or ""), text)
+        if out == text:
+            break
+        text = out
+    return text
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a ``Config`` from a plain dict (no ``variants``)."""
     cfg = validate(_from_dict(Config, raw, ""))
-    cfg.data.root = expand_env(cfg.data.root)
+    cfg.data.root = expand_env(cfg.data.root) or default_root(cfg.data.name)  # empty: the data set's default folder
     if not cfg.run_dir:
         cfg.run_dir = str(Path("runs") / cfg.name)
     return cfg

@@ -82,9 +82,11 @@ def collect_outputs(
     model.eval()
     p = next(model.parameters())
     mains, auxs, ys = [], [], []
-    for x, y in tqdm(
-        batches, desc=progress or "evaluating", leave=False, disable=not progress or not sys.stderr.isatty()
-    ):
+    total = getattr(batches, "num_samples", None) or len(getattr(batches, "sampler", None) or ()) or None
+    bar = tqdm(total=total, desc=progress or "evaluating", unit="img", leave=False,
+               disable=not progress or not sys.stderr.isatty())  # fmt: skip
+    for x, y in batches:
+        bar.update(len(y))
         x = x.to(p.device, non_blocking=True)
         with autocast(p.device, precision):
             out = model(x)
@@ -96,6 +98,7 @@ def collect_outputs(
         mains.append(out.main.float().cpu())
         auxs.append([a.float().cpu() for a in out.aux])
         ys.append(y.cpu())
+    bar.close()
     if not ys:
         raise SSALError(f"no images to evaluate ({progress or 'empty split'}): the split is empty")
     aux = tuple(torch.cat([a[i] for a in auxs]) for i in range(len(model.branches)))

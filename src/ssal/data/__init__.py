@@ -9,8 +9,10 @@ augmentation is batched). Large images (ImageNet, any ImageFolder) use ``build_f
 from .arrays import ImageArrays, per_class_subset, split_train_val
 from .cifar100 import download_cifar100
 from .device_loader import DeviceLoader, augment_batch
+from .download import data_home
 from .folder import FolderSplit, build_folder_loader, folder_transforms
-from .specs import AUGMENTATIONS, DATASETS, DatasetSpec, dataset_spec, load_arrays
+from .specs import AUGMENTATIONS, DATASETS, DatasetSpec, dataset_spec, default_root, load_arrays
+from .tinyimagenet import download_tinyimagenet
 
 __all__ = [
     "AUGMENTATIONS",
@@ -21,8 +23,11 @@ __all__ = [
     "ImageArrays",
     "augment_batch",
     "build_folder_loader",
+    "data_home",
     "dataset_spec",
+    "default_root",
     "download_cifar100",
+    "download_tinyimagenet",
     "folder_transforms",
     "load_arrays",
     "per_class_subset",

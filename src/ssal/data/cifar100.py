@@ -5,6 +5,7 @@ only rebuild NumPy arrays and plain containers."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -17,8 +18,19 @@ import torch
 
 from ..errors import SSALError
 from .arrays import ImageArrays
+from .download import Archive, fetch_archive
 
-__all__ = ["SafeUnpickler", "download_cifar100", "load_cifar100", "load_cifar100_mini", "safe_load"]
+__all__ = [
+    "SafeUnpickler",
+    "cifar100_archive",
+    "download_cifar100",
+    "has_cifar100",
+    "has_cifar100_mini",
+    "load_cifar100",
+    "load_cifar100_mini",
+    "mini_subset",
+    "safe_load",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +133,32 @@ def _fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, num_fine: int) -> list
     return f2c.tolist()
 
 
-def download_cifar100(root: str | Path) -> Path:
-    """Download the official CIFAR-100 into ``root/cifar-100-python`` with torchvision (users online only)."""
+def cifar100_archive() -> Archive:
+    """The official CIFAR-100 archive (URL, MD5 and folder as torchvision's ``CIFAR100`` knows them)."""
     from torchvision.datasets import CIFAR100
 
-    root = Path(root).expanduser()
-    try:
-        CIFAR100(str(root), train=True, download=True)
-    except (OSError, RuntimeError) as e:
-        raise SSALError(f"could not download CIFAR-100 into {root}: {e}") from None
-    return root / OFFICIAL_DIR
+    return Archive("CIFAR-100", CIFAR100.url, CIFAR100.filename, CIFAR100.tgz_md5, CIFAR100.base_folder)
+
+
+def has_cifar100(root: Path) -> bool:
+    """Whether ``root`` holds CIFAR-100 in either form (NumPy folder or official pickles)."""
+    return (root / "train.npz").is_file() or find_official_cifar100(root) is not None
+
+
+def has_cifar100_mini(root: Path) -> bool:
+    """Whether ``root`` holds the mini arrays, or the full CIFAR-100 they can be made from."""
+    return any((root / f"mini_{s}.npz").is_file() for s in ("train", "test")) or has_cifar100(root)
+
+
+def _check_official(folder: Path) -> None:
+    if find_official_cifar100(folder) != folder or not (folder / "test").is_file():
+        raise SSALError(f"CIFAR-100: the archive lacks train, test or meta in {folder.name}/")
+
+
+def download_cifar100(root: str | Path) -> Path:
+    """Download the official CIFAR-100 into ``root/cifar-100-python`` (MD5-checked, atomic; see ``fetch_archive``);
+    nothing is downloaded if it is already there."""
+    return fetch_archive(cifar100_archive(), root, _check_official)
 
 
 # --------------------------------------------------------------------------------------------- NumPy folder
@@ -232,10 +260,25 @@ def load_cifar100(root: Path, split: str) -> ImageArrays:
         return load_cifar100_official(official, split)
     raise SSALError(
         f"cifar100: no CIFAR-100 in {root}: expected {split}.npz + meta.json (NumPy arrays) or the official "
-        "'cifar-100-python' folder with train/test/meta (ssal.data.download_cifar100 fetches it when online)"
+        "'cifar-100-python' folder with train/test/meta (data.download=true fetches it)"
     )
 
 
+#: Images per class of ``cifar100_mini``: the first ones of each class, in the order of the official files.
+MINI_PER_CLASS = {"train": 20, "test": 5}
+
+
+def mini_subset(data: ImageArrays, per_class: int) -> ImageArrays:
+    """The first ``per_class`` images of every class (in file order), sorted by class: ``cifar100_mini``."""
+    labels = data.labels.numpy()
+    idx = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(data.num_classes)])
+    return dataclasses.replace(data.subset(torch.from_numpy(idx)), name="cifar100_mini")
+
+
 def load_cifar100_mini(root: Path, split: str) -> ImageArrays:
-    """The class-balanced CIFAR-100 subset of the NumPy folder (``mini_train.npz``/``mini_test.npz``)."""
+    """The class-balanced CIFAR-100 subset: ``mini_train.npz``/``mini_test.npz`` of the NumPy folder, else made from
+    the full data set (the first 20 train / 5 test images of each class, which is how those files were made)."""
+    full = (root / f"{split}.npz").is_file() or find_official_cifar100(root) is not None
+    if not (root / f"mini_{split}.npz").is_file() and full:
+        return mini_subset(load_cifar100(root, split), MINI_PER_CLASS[split])
     return _load_npz(root / f"mini_{split}.npz", root / "meta.json", "cifar100_mini")

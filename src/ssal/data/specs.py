@@ -13,10 +13,27 @@ import torch
 
 from ..errors import SSALError
 from .arrays import ImageArrays, stratified_split
-from .cifar100 import load_cifar100, load_cifar100_mini
-from .tinyimagenet import load_tinyimagenet
+from .cifar100 import (
+    cifar100_archive,
+    download_cifar100,
+    has_cifar100,
+    has_cifar100_mini,
+    load_cifar100,
+    load_cifar100_mini,
+)
+from .download import Archive, data_home
+from .tinyimagenet import ARCHIVE as TINYIMAGENET_ARCHIVE
+from .tinyimagenet import download_tinyimagenet, has_tinyimagenet, load_tinyimagenet
 
-__all__ = ["AUGMENTATIONS", "DATASETS", "DatasetSpec", "dataset_spec", "load_arrays", "load_digits"]
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "DatasetSpec",
+    "dataset_spec",
+    "default_root",
+    "load_arrays",
+    "load_digits",
+]
 
 #: Augmentations of the in-memory path (``data.augment``): "cifar" = random shift + horizontal flip (paper Sec. 4,
 #: the authors' code); "shift" = shift only (digits); "none". Folder data always uses the ImageNet transforms.
@@ -31,7 +48,9 @@ class DatasetSpec:
 
     ``mean``/``std`` are per-channel statistics of the training pixels in [0, 1] (the model normalises inside);
     ``image_size`` is the side of the images a model trained on it sees (None: the model's or its weights');
-    ``load(root, split)`` reads a split into memory (None: the ImageFolder DataLoader path).
+    ``load(root, split)`` reads a split into memory (None: the ImageFolder DataLoader path). A data set that can be
+    downloaded has ``folder`` (its default folder under ``data_home()``), ``found(root)`` (whether ``root`` holds it),
+    ``download(root)`` (fetch it into ``root``) and ``archive()`` (the official archive, for messages).
     """
 
     name: str
@@ -41,6 +60,10 @@ class DatasetSpec:
     std: tuple[float, float, float]
     source: str  # where the images and the class names come from
     load: Callable[[Path, str], ImageArrays] | None = None
+    folder: str | None = None
+    found: Callable[[Path], bool] | None = None
+    download: Callable[[Path], Path] | None = None
+    archive: Callable[[], Archive] | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -81,10 +104,13 @@ DATASETS: dict[str, DatasetSpec] = {
             "cifar100", 100, 32, _CIFAR_MEAN, _CIFAR_STD,
             "NumPy folder (train.npz, test.npz, meta.json) or the official cifar-100-python pickles; fine and "
             "coarse names from the metadata", load_cifar100,
+            "cifar100", has_cifar100, download_cifar100, cifar100_archive,
         ),
         DatasetSpec(
             "cifar100_mini", 100, 32, _CIFAR_MEAN, _CIFAR_STD,
-            "mini_train.npz / mini_test.npz of the CIFAR-100 NumPy folder", load_cifar100_mini,
+            "mini_train.npz / mini_test.npz of the CIFAR-100 NumPy folder, else the first 20 train / 5 test images "
+            "per class of CIFAR-100", load_cifar100_mini,
+            "cifar100", has_cifar100_mini, download_cifar100, cifar100_archive,
         ),
         DatasetSpec(
             "digits", 10, 16, (0.3053,) * 3, (0.3759,) * 3,
@@ -94,6 +120,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "tinyimagenet", 200, 64, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
             "the official tiny-imagenet-200 folder (test = its labelled val split); names from words.txt",
             load_tinyimagenet,
+            "tinyimagenet", has_tinyimagenet, download_tinyimagenet, lambda: TINYIMAGENET_ARCHIVE,
         ),
         DatasetSpec(
             "folder", None, None, _IMAGENET_MEAN, _IMAGENET_STD,
@@ -111,8 +138,20 @@ def dataset_spec(name: str) -> DatasetSpec:
         raise SSALError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}") from None
 
 
-def load_arrays(name: str, root: str | os.PathLike | None = None, split: str = "train") -> ImageArrays:
-    """Load a whole split of an in-memory data set as ``ImageArrays`` (``root``: its folder, see ``DATASETS``)."""
+def default_root(name: str) -> str:
+    """The default data folder of data set ``name``: ``data_home()/<folder>``, or "" if it has none (digits needs no
+    folder; an ImageFolder tree must be named)."""
+    folder = dataset_spec(name).folder
+    return str(data_home() / folder) if folder else ""
+
+
+def load_arrays(
+    name: str, root: str | os.PathLike | None = None, split: str = "train", download: bool = False
+) -> ImageArrays:
+    """Load a whole split of an in-memory data set as ``ImageArrays`` (``root``: its folder, see ``DATASETS``).
+
+    With ``download``, a data set that can be downloaded and is not in ``root`` is fetched there first.
+    """
     spec = dataset_spec(name)
     if spec.load is None:
         raise SSALError(f"data set {name} is read from its folder by a DataLoader, not into memory")
@@ -120,9 +159,20 @@ def load_arrays(name: str, root: str | os.PathLike | None = None, split: str = "
         raise SSALError(f"unknown split {split!r} for {name}; choose 'train' or 'test'")
     if spec.load is load_digits:
         return load_digits(None, split)
-    if root is None:
+    if root is None or str(root) == "":
         raise SSALError(f"data set {name} needs a data folder (root), none given")
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise SSALError(f"{name}: data folder {root} is not a folder")
+    if spec.found is not None and spec.download is not None and not spec.found(root):
+        if download:
+            spec.download(root)
+        elif spec.archive is not None:
+            problem = "does not exist" if not root.exists() else f"has no {spec.archive().name}"
+            raise SSALError(
+                f"{name}: data folder {root} {problem}; set data.download=true to fetch it there, or "
+                f"{spec.archive().instructions(root)}"
+            )
     if not root.is_dir():
-        raise SSALError(f"{name}: data folder {root} " + ("is not a folder" if root.exists() else "does not exist"))
+        raise SSALError(f"{name}: data folder {root} does not exist")
     return spec.load(root, split)

@@ -17,13 +17,35 @@ from tqdm import tqdm
 
 from ..errors import SSALError
 from .arrays import ImageArrays
+from .download import Archive, fetch_archive
 
-__all__ = ["load_tinyimagenet"]
+__all__ = ["ARCHIVE", "download_tinyimagenet", "has_tinyimagenet", "load_tinyimagenet"]
 
 log = logging.getLogger(__name__)
 
 SIZE = 64
 OFFICIAL_DIR = "tiny-imagenet-200"
+#: The official archive (Stanford CS231n).
+ARCHIVE = Archive(
+    "Tiny ImageNet", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "tiny-imagenet-200.zip",
+    "90528d7ca1a48142e341f4ef8d21d0de", OFFICIAL_DIR,
+)  # fmt: skip
+
+
+def has_tinyimagenet(root: Path) -> bool:
+    """Whether ``root`` (or ``root/tiny-imagenet-200``) holds the official layout."""
+    return any((d / "wnids.txt").is_file() for d in (root, root / OFFICIAL_DIR))
+
+
+def _check_download(folder: Path) -> None:
+    for part in ("wnids.txt", "train", "val/val_annotations.txt"):
+        if not (folder / part).exists():
+            raise SSALError(f"Tiny ImageNet: the archive lacks {OFFICIAL_DIR}/{part}")
+
+
+def download_tinyimagenet(root: str | Path) -> Path:
+    """Download the official Tiny ImageNet into ``root/tiny-imagenet-200`` (MD5-checked, atomic)."""
+    return fetch_archive(ARCHIVE, root, _check_download)
 
 
 def _find_root(root: Path) -> Path:

@@ -65,18 +65,23 @@ def checkpoint_meta(cfg: Config, data: Any, groupings: list[Any]) -> dict[str, A
     }
 
 
-def fit(cfg: Config, *, resume: bool = False, dry_run: bool = False) -> FitResult:
-    """Train the run described by ``cfg`` into ``cfg.run_dir`` (or, with ``dry_run``, only build the model)."""
+def fit(
+    cfg: Config, *, resume: bool = False, dry_run: bool = False, callbacks: list[L.Callback] | None = None
+) -> FitResult:
+    """Train the run described by ``cfg`` into ``cfg.run_dir`` (or, with ``dry_run``, only build the model).
+
+    ``callbacks`` are added to the Trainer's (e.g. ``ssal sweep``'s pruning callback).
+    """
     threads = torch.get_num_threads()
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
     try:
-        return _fit(cfg, resume, dry_run)
+        return _fit(cfg, resume, dry_run, callbacks or [])
     finally:
         torch.set_num_threads(threads)  # callers in the same process (tests, pipelines) keep their setting
 
 
-def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
+def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> FitResult:
     quiet_lightning()
     for line in ignored_settings(cfg):
         log.warning("%s: %s", cfg.name, line)
@@ -110,6 +115,7 @@ def _fit(cfg: Config, resume: bool, dry_run: bool) -> FitResult:
                     check_every=cfg.trainer.log_every_n_steps)  # fmt: skip
     meter, s = ComputeMeter(), cfg.ssal
     callbacks: list[L.Callback] = [meter, *([ema_callback(cfg.trainer.ema_decay)] if cfg.trainer.ema_decay > 0 else [])]
+    callbacks += extra
     if online:
         grouper = OnlineGrouping(
             branch_configs(cfg, data.num_classes), str(s.groupings), s.group_epoch, s.regroup_every,

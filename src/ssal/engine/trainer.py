@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -24,7 +24,15 @@ from ..hardware import resolve_precision
 from ..online import ONLINE_SOURCES
 from ..runs import RunPaths, load_checkpoint, read_metrics, save_checkpoint, write_metrics
 
-__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "RunWriter", "build_trainer", "quiet_lightning"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "BestCheckpoint",
+    "ImageProgressBar",
+    "LastCheckpoint",
+    "RunWriter",
+    "build_trainer",
+    "quiet_lightning",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +118,55 @@ def _summary(row: dict[str, Any]) -> str:
     return " | ".join([*parts, f"{row['train_img_per_s']:.0f} img/s"])
 
 
+class ImageProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar counted in images: ``epoch 3/20`` with images done, img/s and the epoch's ETA, and in
+    the postfix ``run_eta``, the time left in the run at the mean pace of this session's epochs.
+
+    ``batch_size`` (per process) scales the batch counts: training batches are full (the loaders drop the last
+    partial one). The validation bar counts batches.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.epoch_seconds: list[float] = []  # wall time of each epoch of this session (training + validation)
+        self._epoch_t0: float | None = None  # start of the running epoch (None between epochs)
+
+    def init_train_tqdm(self) -> Any:
+        bar = super().init_train_tqdm()
+        bar.unit, bar.unit_scale = "img", self.batch_size
+        return bar
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._epoch_t0 = time.perf_counter()
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._epoch_t0 is not None:
+            self.epoch_seconds.append(time.perf_counter() - self._epoch_t0)
+        self._epoch_t0 = None
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        eta = self.run_eta(trainer)
+        if eta is not None:
+            items["run_eta"] = time.strftime("%H:%M:%S", time.gmtime(eta))
+        return items
+
+    def run_eta(self, trainer: L.Trainer) -> float | None:
+        """Seconds left in the run (None before the session's first epoch has ended)."""
+        if not self.epoch_seconds or trainer.max_epochs is None:
+            return None
+        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        left = trainer.max_epochs - trainer.current_epoch  # epochs not finished, the current one included
+        if self._epoch_t0 is None:  # between epochs: the current one has just ended
+            return mean * max(left - 1, 0)
+        return max(mean * left - (time.perf_counter() - self._epoch_t0), 0.0)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically and read with ``weights_only=True`` (corrupt files raise ``SSALError``)."""
 
@@ -184,6 +241,8 @@ def build_trainer(
     # best before last: a crash between the two leaves last.ckpt at the previous epoch, so the resumed run redoes
     # this epoch and rewrites best.ckpt (the other order would lose a best epoch whose score is already recorded)
     checkpoints = [BestCheckpoint(paths, writer.monitor)] if has_val else []
+    bar = t.progress_bar and sys.stderr.isatty()  # on a terminal; logs and CI get RunWriter's line per epoch
+    progress = [ImageProgressBar(cfg.data.batch_size)] if bar else []
     try:
         return L.Trainer(
             accelerator=t.accelerator,
@@ -194,9 +253,9 @@ def build_trainer(
             max_epochs=t.epochs,
             limit_train_batches=t.limit_train_batches,
             logger=TensorBoardLogger(save_dir=str(paths.root), name="tb", version="", default_hp_metric=False),
-            callbacks=[*(callbacks or []), writer, *checkpoints, LastCheckpoint(paths)],
+            callbacks=[*(callbacks or []), *progress, writer, *checkpoints, LastCheckpoint(paths)],
             plugins=[AtomicCheckpointIO()],
-            enable_progress_bar=t.progress_bar and sys.stderr.isatty(),  # no bar spam in log files
+            enable_progress_bar=bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             check_val_every_n_epoch=t.val_every,
