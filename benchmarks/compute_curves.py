@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
+
+from common import ssal
 
 from ssal.runs import read_metrics
 
@@ -42,11 +42,6 @@ ABLATIONS = {
     "online_g3": ["ssal.branches=[" + BRANCH.format(at="g3", k=20) + "]"],
     "online_g1": ["ssal.branches=[" + BRANCH.format(at="g1", k=20) + "]"],
 }
-
-
-def ssal(*args: str) -> None:
-    print("+ ssal", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "ssal", *args], check=True)
 
 
 def final_flops(run: Path) -> float:

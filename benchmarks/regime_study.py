@@ -25,9 +25,10 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from common import mean_std, read_eval, ssal
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "cifar100_regime.yaml"
@@ -35,11 +36,6 @@ ARMS = ("base", "base125", "superclasses", "random", "output_groups", "group_smo
 VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing"}
 #: Epochs per size (images per class): small sets need more passes to converge.
 EPOCHS = {25: 60, 50: 40, 100: 30, 250: 20, 450: 15}
-
-
-def ssal(*args: str) -> None:
-    print("+ ssal", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "ssal", *args], check=True)
 
 
 def epochs_for(size: int) -> int:
@@ -99,20 +95,12 @@ METRICS = (("tr_top1", "+TR"), ("jp_top1", "+JP"), ("lc_top1", "+LC"), ("group",
 
 
 def read_run(run: Path) -> dict[str, float | None]:
-    ev = json.loads((run / "eval.json").read_text())
+    ev = read_eval(run) or {}
     tr = json.loads((run / "train_acc.json").read_text())
     group = next(iter(ev.get("group_acc", {}).values()), None)
     row = {k: ev.get(k) for k, _ in METRICS}
     row.update(group=group, train_top1=tr["train_top1"], pflop=(ev.get("train_flops") or 0) / 1e15)
     return row
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def collect(out: Path) -> dict[tuple[int, str], dict[int, dict]]:
@@ -135,7 +123,7 @@ def summarize(out: Path, plot: Path | None, markdown: Path | None) -> str:
         cells = []
         for key, _ in METRICS:
             vals = [r[key] for r in by_seed.values() if r.get(key) is not None]
-            cells.append(mean_std(vals))
+            cells.append(mean_std(vals, "{:.4f}" if key in ("pflop", "nll_tr_ts", "nll_jp_ts") else "{:.2f}"))
         lines.append(f"| {size} | {arm} | {len(by_seed)} | " + " | ".join(cells) + " |")
     lines += ["", "Paired by seed, SSAL arm minus the baseline's +TR (test top-1, points):", "", "```"]
     gains: dict[str, list[tuple[int, float, float]]] = {}

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from common import mean_std
 
 from ssal.runs import read_metrics
 
@@ -77,15 +78,6 @@ def collect(out: Path) -> list[dict]:
     return recs
 
 
-def _ms(vals: list[float]) -> str:
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "—"
-    if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
-
-
 def table(recs: list[dict]) -> str:
     """Markdown: one row per (budget, arm), mean ± std over seeds."""
     lines = [
@@ -99,8 +91,8 @@ def table(recs: list[dict]) -> str:
         rs = [r for r in recs if r["budget"] == b and r["arm"] == arm]
         lines.append(
             f"| {b} | {label(arm)} | {len(rs)} | {statistics.mean(r['pflop'] for r in rs):.4f} | "
-            + " | ".join(_ms([r[k] for r in rs]) for k in ("tr", "jp", "group", "ece_tr", "ece_jp", "within_tr"))
-            + f" | {_ms([r['within_jp'] for r in rs])} |"
+            + " | ".join(mean_std([r[k] for r in rs]) for k in ("tr", "jp", "group", "ece_tr", "ece_jp", "within_tr"))
+            + f" | {mean_std([r['within_jp'] for r in rs])} |"
         )
     return "\n".join(lines)
 
@@ -116,7 +108,7 @@ def paired(recs: list[dict], arm: str, ref: str, key: str = "jp") -> str:
             continue
         d = [a[s][key] - c[s]["tr"] for s in seeds if a[s][key] is not None]
         if d:
-            lines.append(f"budget {b}: {label(arm)} {key} - {label(ref)} = {_ms(d)} ({len(d)} seeds)")
+            lines.append(f"budget {b}: {label(arm)} {key} - {label(ref)} = {mean_std(d)} ({len(d)} seeds)")
     return "\n".join(lines)
 
 

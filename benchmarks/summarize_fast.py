@@ -8,30 +8,21 @@ Accuracies are test top-1 of f (+TR); for runs with SSAL branches also of the jo
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
+
+from common import mean_std, read_eval
 
 EVALS = ("eval", "eval_flip", "eval_raw_flip")  # EMA weights, + flip TTA, raw weights + flip TTA
 
 
 def _get(run: Path, name: str) -> tuple[float | None, float | None]:
-    f = run / f"{name}.json"
-    if not f.is_file():
-        return None, None
-    e = json.loads(f.read_text())
-    return e["tr_top1"], e.get("jp_top1")
+    e = read_eval(run, name)
+    return (None, None) if e is None else (e["tr_top1"], e.get("jp_top1"))
 
 
 def _cell(values: list[float | None], fmt: str = "{:.2f}") -> str:
     vals = [v for v in values if v is not None]
-    if not vals:
-        return "—"
-    if len(values) == 1:
-        return fmt.format(vals[0])
-    if len(vals) < 2:
-        return "—"
-    return f"{fmt.format(statistics.mean(vals))} ± {fmt.format(statistics.stdev(vals))}"
+    return "—" if len(values) > 1 and len(vals) < 2 else mean_std(vals, fmt)
 
 
 def _pair(tr: list[float | None], jp: list[float | None]) -> str:
@@ -49,9 +40,10 @@ def main() -> None:
     for arm in ("base", "ssal"):
         rows = []
         for run in sorted((a.out / arm).glob("s*")):
-            if not (run / "eval.json").is_file():
+            ev = read_eval(run)
+            if ev is None:
                 continue
-            flops = json.loads((run / "eval.json").read_text())["train_flops"] / 1e15
+            flops = ev["train_flops"] / 1e15
             rows.append((flops, [_get(run, name) for name in EVALS]))
             cells = " | ".join(_pair([tr], [jp]) for tr, jp in rows[-1][1])
             lines.append(f"| {arm} | {run.name[1:]} | {flops:.3f} | {cells} |")

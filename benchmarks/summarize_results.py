@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import statistics
 from pathlib import Path
+
+from common import mean_std, read_eval
 
 RUNS = [
     ("baseline", "baseline (4 epochs)"),
@@ -26,15 +26,6 @@ KEYS = [
     ("tr_top5", "+TR top-5"),
     ("jp_top5", "+JP top-5"),
 ]
-
-
-def fmt(values: list[float]) -> str:
-    """mean ± std (n) of a list of accuracies."""
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f} (n=1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
 def train_seconds(run: Path) -> float | None:
@@ -54,8 +45,8 @@ def main() -> None:
     print("| run | " + " | ".join(label for _, label in KEYS) + " | seeds |")
     print("|---|" + "---|" * (len(KEYS) + 1))
     for run, label in RUNS:
-        evals = [json.loads((s / run / "eval.json").read_text()) for s in seeds if (s / run / "eval.json").is_file()]
-        cells = [fmt([e[k] for e in evals if e.get(k) is not None]) for k, _ in KEYS]
+        evals = [e for s in seeds if (e := read_eval(s / run)) is not None]
+        cells = [mean_std([e.get(k) for e in evals], count=True) for k, _ in KEYS]
         names = ",".join(s.name for s in seeds if (s / run / "eval.json").is_file())
         print(f"| {label} | " + " | ".join(cells) + f" | {names} |")
     print()

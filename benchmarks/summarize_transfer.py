@@ -10,9 +10,9 @@ a seed fixes the class split, the pre-training and the fine-tuning data, so the 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
+
+from common import mean_std, read_eval
 
 RUNS = {  # label: run folder inside OUT_DIR
     "from scratch (no pre-training, no SSAL)": "scratch",
@@ -24,24 +24,13 @@ BASE = "fine-tuned, no SSAL"
 KEYS = ("tr_top1", "jp_top1", "lc_top1", "ece_tr", "ece_jp")
 
 
-def _eval(out: Path, run: str) -> dict | None:
-    f = out / run / "eval.json"
-    return json.loads(f.read_text()) if f.is_file() else None
-
-
 def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
-def _ms(vals: list[float]) -> str:
-    if not vals:
-        return "—"
-    return f"{vals[0]:.2f}" if len(vals) == 1 else f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
-
-
 def summarize(outs: list[Path]) -> str:
     """The Markdown tables of the seeds in ``outs``."""
-    evals = {out: {label: _eval(out, run) for label, run in RUNS.items()} for out in outs}
+    evals = {out: {label: read_eval(out / run) for label, run in RUNS.items()} for out in outs}
     head = "| seed | run | +TR top-1 | +JP top-1 | +LC top-1 | ECE +TR | ECE +JP | PFLOP to the checkpoint |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for out in outs:
@@ -55,7 +44,7 @@ def summarize(outs: list[Path]) -> str:
     lines.append("|---|---|---|---|---|")
     for label in RUNS:
         got = [evals[o][label] for o in outs if evals[o][label] is not None]
-        cols = [_ms([e[k] for e in got if e.get(k) is not None]) for k in KEYS[:3]]
+        cols = [mean_std([e[k] for e in got if e.get(k) is not None]) for k in KEYS[:3]]
         lines.append(f"| {label} | {len(got)} | {' | '.join(cols)} |")
     lines += ["", f"Paired by seed, minus '{BASE}' (+TR of the baseline):", "", "| run | +TR | +JP | +LC |"]
     lines.append("|---|---|---|---|")
@@ -68,7 +57,7 @@ def summarize(outs: list[Path]) -> str:
             for k in diffs:
                 if e.get(k) is not None:
                     diffs[k].append(e[k] - b["tr_top1"])
-        lines.append(f"| {label} | {' | '.join(_ms(diffs[k]) for k in diffs)} |")
+        lines.append(f"| {label} | {' | '.join(mean_std(diffs[k]) for k in diffs)} |")
     return "\n".join(lines) + "\n"
 
 
