@@ -9,8 +9,12 @@ test split), trained for enough epochs that the baseline converges; every arm ge
   output_groups    zero cost: the superclass loss on f's own output (no head)
   group_smoothing  zero cost: f's label smoothing goes to the true class's superclass mates
   two_stage        the paper's SSAL: groups (k = 20, join) from base's validation confusion, then the branch
+  paper_two_stage  the paper's branch set of the model (`ssal.branches: paper`, e.g. ResNet-18's two branches of
+                   Table 1 with k = 20 and 50), groups from base's validation confusion, eta 1, aux weight 1
 
     python benchmarks/regime_study.py run OUT --sizes 25 50 100 --seeds 0 1 2 [--arms base superclasses ...]
+    python benchmarks/regime_study.py run OUT_RN18 --model resnet18_cifar --epochs 30 --sizes 25 --seeds 0 \
+        --arms base paper_two_stage
     python benchmarks/regime_study.py summarize OUT [--plot FIG.png] [--markdown TABLE.md]
 
 Finished runs are skipped, unfinished ones resumed; each run is evaluated on the test split with its last checkpoint
@@ -32,7 +36,7 @@ from common import mean_std, read_eval, ssal
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "cifar100_regime.yaml"
-ARMS = ("base", "base125", "superclasses", "random", "output_groups", "group_smoothing", "two_stage")
+ARMS = ("base", "base125", "superclasses", "random", "output_groups", "group_smoothing", "two_stage", "paper_two_stage")
 VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing"}
 #: Epochs per size (images per class): small sets need more passes to converge.
 EPOCHS = {25: 60, 50: 40, 100: 30, 250: 20, 450: 15}
@@ -42,11 +46,11 @@ def epochs_for(size: int) -> int:
     return EPOCHS.get(size) or max(15, round(60 * (25 / size) ** 0.5))
 
 
-def run_one(out: Path, size: int, seed: int, arm: str, common: list[str]) -> Path:
+def run_one(out: Path, size: int, seed: int, arm: str, common: list[str], epochs: int | None = None) -> Path:
     run = out / f"n{size}" / f"s{seed}" / arm
     if (run / "eval.json").is_file() and (run / "train_acc.json").is_file():
         return run
-    epochs = epochs_for(size)
+    given, epochs = epochs, epochs or epochs_for(size)
     if arm == "base125":
         epochs = math.ceil(1.25 * epochs)
     over = [f"run_dir={run}", f"seed={seed}", f"data.per_class={size}", f"trainer.epochs={epochs}",
@@ -55,13 +59,16 @@ def run_one(out: Path, size: int, seed: int, arm: str, common: list[str]) -> Pat
     if arm in VARIANTS:
         args += ["--variant", arm]
         over.append(f"ssal.grouping_seed={seed}")
-    elif arm == "two_stage":
-        base = run_one(out, size, seed, "base", common)
+    elif arm in ("two_stage", "paper_two_stage"):
+        base = run_one(out, size, seed, "base", common, given)
         conf = base / "confusion.npy"
         if not conf.is_file():
             ssal("confusion", str(base), "--checkpoint", "last")
-        over += ["ssal.branches=[{at: g2, k: 20, head: conv64-gap}]", "ssal.groupings=confusion",
-                 f"ssal.confusion={conf}", "ssal.criterion=join"]  # fmt: skip
+        over += ["ssal.groupings=confusion", f"ssal.confusion={conf}", "ssal.criterion=join"]
+        if arm == "two_stage":
+            over.append("ssal.branches=[{at: g2, k: 20, head: conv64-gap}]")
+        else:
+            over += ["ssal.branches=paper", "ssal.eta=1.0", "ssal.aux_weights=1.0"]
     if not (run / "metrics.csv").is_file() or len((run / "metrics.csv").read_text().splitlines()) <= epochs:
         resume = ["--resume"] if (run / "checkpoints" / "last.ckpt").is_file() else []
         ssal("train", *args, *over, *resume)
@@ -171,6 +178,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--arms", nargs="+", default=["base", "superclasses", "random", "output_groups"], choices=ARMS)
     r.add_argument("--widths", default="", help="fastnet widths, e.g. 16,32,128,128 (default: the config's)")
+    r.add_argument("--model", default="", help="another backbone, e.g. resnet18_cifar (default: the config's)")
+    r.add_argument("--epochs", type=int, default=None, help="epochs of every size (default: EPOCHS per size)")
     r.add_argument("--threads", type=int, default=0)
     s = sub.add_parser("summarize")
     s.add_argument("out", type=Path)
@@ -181,12 +190,14 @@ def main() -> None:
         sys.stdout.write(summarize(a.out, a.plot, a.markdown))
         return
     common = [f"trainer.threads={a.threads}"] if a.threads else []
+    if a.model:
+        common += [f"model.name={a.model}", "model.options={}"]
     if a.widths:
         common.append(f"model.options.widths=[{a.widths}]")
     for seed in a.seeds:
         for size in a.sizes:
             for arm in a.arms:
-                run_one(a.out, size, seed, arm, common)
+                run_one(a.out, size, seed, arm, common, a.epochs)
 
 
 if __name__ == "__main__":
