@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,23 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         raise urllib.error.URLError(f"tests do not download ({url})")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
+
+
+def _write_tree(root: Path, layout: dict[str, str], n: int = 3) -> None:
+    """``layout`` maps a split to its class folder names (one letter each); class c's images are brighter."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                px = rng.random((12, 12, 3)) * 30 + 50 * "abcd".index(c)
+                Image.fromarray(px.astype(np.uint8)).save(d / f"{i}.png")
+
+
+@pytest.fixture
+def write_tree():
+    """``write_tree(root, {split: "abc"}, n)``: a small ImageFolder tree of PNGs (see ``_write_tree``)."""
+    return _write_tree

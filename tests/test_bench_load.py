@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,14 @@ def test_the_live_machine_is_read() -> None:
     if not Path("/proc/stat").exists():
         pytest.skip("no /proc")
     a = cpu_snapshot()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # burn 0.3 s of this process's CPU between the snapshots
+        pass
     b = cpu_snapshot()
     assert os.getpid() in b.ticks and b.system[1] >= a.system[1] > 0
-    assert load_between(a, b).other_cores >= 0
+    assert b.ticks[os.getpid()][2] - a.ticks[os.getpid()][2] >= 20  # our own 0.3 s, in 1/100 s ticks (>= 0.2 s)
+    load = load_between(a, b)
+    assert load.seconds >= 0.25 and load.other_cores <= load.cpus
 
 
 RESULT = {

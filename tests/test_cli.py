@@ -37,7 +37,8 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rows = read_metrics(out / "metrics.csv")
     assert {r["run"] for r in rows} == {"baseline", "ssal"}
     assert [r["epoch"] for r in rows if r["run"] == "ssal"] == ["1", "2", "3"]
-    assert all(float(r["f_top1"]) >= 0 for r in rows)
+    last = {r["run"]: float(r["f_top1"]) for r in rows if r["epoch"] == "3"}
+    assert min(last.values()) > 50.0  # both runs learned (chance is 10 %)
     assert (out / "val_accuracy.png").stat().st_size > 1000
     assert (out / "baseline" / "confusion.npy").is_file()
     g = json.loads((out / "ssal" / "groupings" / "g1.json").read_text())

@@ -56,7 +56,7 @@ def _empty_checkpoints(ws: Path) -> None:
 
 
 def _folder(ws: Path, layout: dict[str, str]) -> list[str]:
-    from test_imagefolder import write_tree
+    from conftest import _write_tree as write_tree
 
     write_tree(ws / "data", layout)
     return [

@@ -81,7 +81,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     my_yaml = re.search(r"cat > my.yaml <<'EOF'\n(.*?)\nEOF", cli_md, flags=re.S)
     assert my_yaml, "docs/cli.md no longer writes my.yaml"
     (ws / "my.yaml").write_text(my_yaml.group(1) + "\n")
-    from test_imagefolder import write_tree
+
+    from conftest import _write_tree as write_tree
 
     for split in ("train", "val"):  # my.yaml has a k=10 branch: 20 classes
         for c in range(20):

@@ -15,25 +15,11 @@ from ssal.errors import SSALError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_tree(root: Path, layout: dict[str, str], n: int = 3) -> None:
-    """``layout`` maps a split to its class folder names (one letter each); class c's images are brighter."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, classes in layout.items():
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                px = rng.random((12, 12, 3)) * 30 + 50 * "abcd".index(c)
-                Image.fromarray(px.astype(np.uint8)).save(d / f"{i}.png")
-
-
 def _labels(loader) -> list[int]:
     return sorted(int(v) for _, y in loader for v in y)
 
 
-def test_a_class_missing_from_val_keeps_the_labels_of_train(tmp_path: Path) -> None:
+def test_a_class_missing_from_val_keeps_the_labels_of_train(tmp_path: Path, write_tree) -> None:
     write_tree(tmp_path, {"train": "abcd", "val": "acd"})
     data = load_data(DataConfig(name="folder", root=str(tmp_path), val_fraction=0.0, eval_batch_size=4, workers=0))
     assert data.class_names == ["a", "b", "c", "d"]
@@ -54,13 +40,15 @@ def test_a_class_missing_from_val_keeps_the_labels_of_train(tmp_path: Path) -> N
         ({"train": "abcd"}, "needs"),
     ],
 )
-def test_a_split_that_does_not_fit_train_is_an_error(tmp_path: Path, layout: dict[str, str], message: str) -> None:
+def test_a_split_that_does_not_fit_train_is_an_error(
+    tmp_path: Path, layout: dict[str, str], message: str, write_tree
+) -> None:
     write_tree(tmp_path, layout)
     with pytest.raises(SSALError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_data(DataConfig(name="folder", root=str(tmp_path)))
 
 
-def test_a_held_out_part_counts_its_own_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_held_out_part_counts_its_own_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture, write_tree) -> None:
     write_tree(tmp_path, {"train": "abc"})
     for f in list((tmp_path / "train" / "c").iterdir())[1:]:
         f.unlink()  # c has one image: it stays in training, none is held out
@@ -74,7 +62,7 @@ def test_dry_run_names_the_folder_it_found_no_classes_in(tmp_path: Path) -> None
         load_data(DataConfig(name="folder", root=str(tmp_path / "typo")), dry_run=True)
 
 
-def test_dry_run_checks_the_class_folders_the_real_run_checks(tmp_path: Path) -> None:
+def test_dry_run_checks_the_class_folders_the_real_run_checks(tmp_path: Path, write_tree) -> None:
     write_tree(tmp_path, {"train": "ab", "val": "ab"})
     assert load_data(DataConfig(name="folder", root=str(tmp_path)), dry_run=True).num_classes == 2
     (tmp_path / "train" / "c").mkdir()  # an empty class folder: the real run refuses it, so does the dry run
@@ -82,7 +70,7 @@ def test_dry_run_checks_the_class_folders_the_real_run_checks(tmp_path: Path) ->
         load_data(DataConfig(name="folder", root=str(tmp_path)), dry_run=True)
 
 
-def test_broken_images_are_named_before_training(tmp_path: Path) -> None:
+def test_broken_images_are_named_before_training(tmp_path: Path, write_tree) -> None:
     write_tree(tmp_path, {"train": "ab"})
     check_images(tmp_path / "train")  # all good
     good = (tmp_path / "train" / "a" / "0.png").read_bytes()
@@ -108,7 +96,7 @@ def test_truncated_jpeg_is_found(tmp_path: Path) -> None:
         check_images(tmp_path)
 
 
-def test_loader_refuses_a_class_folder_train_does_not_have(tmp_path: Path) -> None:
+def test_loader_refuses_a_class_folder_train_does_not_have(tmp_path: Path, write_tree) -> None:
     write_tree(tmp_path, {"val": "abd"})
     with pytest.raises(SSALError, match="class folder.s. d that train/ does not have"):
         build_folder_loader(tmp_path, "val", 2, train=False, workers=0, class_names=["a", "b", "c"])
@@ -130,7 +118,7 @@ def _samples(loader) -> list[tuple[str, int]]:
     return [(Path(folder.samples[i][0]).parent.name, folder.samples[i][1]) for i in idx]
 
 
-def test_skip_broken_leaves_out_unreadable_images_and_keeps_the_labels(tmp_path: Path, caplog) -> None:
+def test_skip_broken_leaves_out_unreadable_images_and_keeps_the_labels(tmp_path: Path, caplog, write_tree) -> None:
     write_tree(tmp_path, {"train": "abc", "val": "abc"})
     broken = _break(tmp_path)
     with pytest.raises(SSALError, match="3 of 18 images .* data.skip_broken=true"):
@@ -151,7 +139,9 @@ def test_skip_broken_leaves_out_unreadable_images_and_keeps_the_labels(tmp_path:
     assert _labels(train) == [0, 0, 1, 1, 1, 2, 2] and _labels(val) == [0, 0, 0, 1, 1, 2, 2, 2]
 
 
-def test_skip_broken_trains_and_evaluates_without_the_broken_files(tmp_path: Path, monkeypatch, capsys, caplog) -> None:
+def test_skip_broken_trains_and_evaluates_without_the_broken_files(
+    tmp_path: Path, monkeypatch, capsys, caplog, write_tree
+) -> None:
     from ssal.cli import main
 
     write_tree(tmp_path / "data", {"train": "abc", "val": "abc"}, n=4)

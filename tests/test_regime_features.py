@@ -53,8 +53,7 @@ def test_per_class_subsets_train_after_the_validation_split() -> None:
     assert len(full.train) > len(small.train)
 
 
-def test_per_class_on_an_image_folder(tmp_path: Path) -> None:
-    from test_imagefolder import write_tree
+def test_per_class_on_an_image_folder(tmp_path: Path, write_tree) -> None:
 
     from ssal.build import load_data, make_loader
 

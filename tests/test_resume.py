@@ -122,9 +122,8 @@ def test_every_epoch_gets_its_own_permutation_even_with_an_unused_iterator() -> 
     assert not torch.equal(labels[0], labels[1]) and torch.equal(resumed, labels[2])
 
 
-def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Path) -> None:
+def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Path, write_tree) -> None:
     """Folder data: a per-epoch seeded sampler and worker seeds from (seed, epoch, rank, worker) make resume exact."""
-    from test_imagefolder import write_tree
 
     write_tree(tmp_path / "data", {"train": "abcd", "val": "abcd"}, n=5)
     extra = [f"data.root={tmp_path / 'data'}", "data.name=folder", "data.workers=1", "data.batch_size=4"]
