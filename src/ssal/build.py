@@ -27,6 +27,7 @@ from .grouping import (
     load_shipped,
     random_grouping,
     shipped_groupings,
+    validate_k,
 )
 from .loss import SSALLoss
 from .models import check_branch, create_model, paper_branches
@@ -179,6 +180,12 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
     s, C, names = cfg.ssal, data.num_classes, data.class_names
     if not branches:
         return []
+    for i, b in enumerate(branches):  # every source, before any training: online groups are made epochs later
+        try:
+            validate_k(b["k"], C)
+        except (SSALError, TypeError, ValueError) as e:
+            msg = str(e) if isinstance(e, SSALError) else f"k must be an integer, got {b['k']!r}"
+            raise SSALError(f"ssal.branches[{i}].k: {msg}") from None
     if isinstance(s.groupings, list):
         if len(s.groupings) != len(branches):
             raise SSALError(f"ssal.groupings lists {len(s.groupings)} files for {len(branches)} branches")
