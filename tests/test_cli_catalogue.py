@@ -458,6 +458,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         "p/ssal holds a run of another config (seed differ)",
     ),
     (
+        "pipeline-without-branches",
+        lambda ws: ["pipeline", "--config", DEMO, "ssal.branches=[]", "--out", "p"],
+        "no SSAL run to train",
+    ),
+    (
         "one-pass-with-confusion",
         lambda ws: ["pipeline", "--config", DEMO, "--one-pass", "ssal.groupings=confusion", "--out", "p"],
         "--one-pass makes the groups in the SSAL run (ssal.groupings=online, weights or probe), but the override sets "

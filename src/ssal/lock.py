@@ -137,7 +137,13 @@ def _acquire(root: Path, command: str, create: bool) -> _Held:
     path = root / LOCK_NAME
     try:
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # a refused process removed the folder it thought it had made: make it again
+                if not create:
+                    raise
+                root.mkdir(parents=True, exist_ok=True)
+                continue
             locked = True
             if fcntl is not None:
                 try:

@@ -117,7 +117,10 @@ def _ssal_configs(
         if cfg.has_branches:
             cfgs.append(cfg)
         else:
-            log.warning("variant %s has no branches; the pipeline trains SSAL runs only, skipping it", v)
+            log.warning(
+                "%s has no branches; the pipeline trains SSAL runs only, skipping it",
+                f"variant {v}" if v else "the config",
+            )
     return cfgs
 
 
@@ -141,6 +144,11 @@ def run_pipeline(
     bcfg = _baseline_config(raw, overrides, out)
     conf_path = Path(bcfg.run_dir) / "confusion.npy"
     cfgs = _ssal_configs(raw, overrides, out, conf_path, one_pass)
+    if not cfgs:
+        raise SSALError(
+            "no SSAL run to train: ssal.branches is empty in the config and in every chosen variant (train a "
+            "baseline alone with ssal train, or give branches, e.g. ssal.branches=[{at: g2, k: 4}])"
+        )
     if bcfg.pipeline.baseline is False and any(c.ssal.groupings == "confusion" for c in cfgs):
         raise SSALError(
             "pipeline.baseline=false, but ssal.groupings=confusion makes the groups from the baseline's confusion "
