@@ -142,6 +142,15 @@ def _live(ws: Path, folder: str, argv: list[str], command: str = "train") -> lis
     return argv
 
 
+def _files_k(ws: Path, k: int) -> str:
+    """Two grouping files of ``k`` groups for the 10 digits classes (k=10: every class alone)."""
+    from ssal.grouping import Grouping
+
+    for name in ("a", "b"):
+        Grouping(tuple(c % k for c in range(10)), k).save(ws / f"{name}.json")
+    return "[a.json, b.json]"
+
+
 def _pickled_module(ws: Path) -> str:
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), ws / "m.pt")
     return "m.pt"
@@ -428,6 +437,11 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("online-k-C", lambda ws: [*TRAIN, *ONLINE, "ssal.branches.1.k=10", "run_dir=out"], "ssal.branches[1].k: k=10"),
     ("weights-k-6", lambda ws: [*TRAIN, "ssal.groupings=weights", "ssal.branches.0.k=6", "--dry-run"], "k=6 is out"),
     ("random-k-1", lambda ws: [*TRAIN, "ssal.branches.0.k=1", "--dry-run"], "ssal.branches[0].k: k=1 is out"),
+    (
+        "grouping-files-k-C",
+        lambda ws: [*TRAIN, f"ssal.groupings={_files_k(ws, 10)}", "ssal.branches.0.k=10", "ssal.branches.1.k=10"],
+        "ssal.branches[0].k: k=10 is out of range: need an integer 2 <= k < C = 10",
+    ),
     (
         "pipeline-k-out-of-range",
         lambda ws: ["pipeline", "--config", DEMO, "ssal.branches.1.k=6", "--out", "p"],
