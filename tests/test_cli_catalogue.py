@@ -421,6 +421,16 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ),
     ("explain-live-run", lambda ws: _live(ws, "run", ["explain", "run", "x.png", "--out", "e"]), IN_USE),
     (
+        "group-out-into-live-run",
+        lambda ws: _live(ws, "run", ["group", "--random", "10", "--k", "2", "--out", "run/groupings/g1.json"]),
+        "run is in use by `ssal train`",
+    ),
+    (
+        "confusion-out-into-another-live-run",
+        lambda ws: _live(ws, "o", ["confusion", "run", "--out", "o/sub/c.npy"]),
+        "o is in use by `ssal train`",
+    ),
+    (
         "pipeline-into-live-out",
         lambda ws: _live(ws, "p", ["pipeline", "--config", DEMO, "--out", "p"], "pipeline"),
         "is in use by `ssal pipeline`",

@@ -132,3 +132,19 @@ def test_only_the_global_rank_zero_process_locks(tmp_path: Path, monkeypatch: py
 
 def test_inside() -> None:
     assert inside("r/eval.md", "r") and inside("r", "r/.") and not inside("rr/x", "r") and not inside("x", "r")
+
+
+def test_an_output_inside_a_live_run_is_refused_but_not_inside_ones_own(tmp_path: Path) -> None:
+    from ssal.lock import refuse_if_live
+
+    run = tmp_path / "run"
+    proc = hold_lock(run)
+    try:
+        with pytest.raises(SSALError, match="run is in use by `ssal train`"):
+            refuse_if_live(run / "groupings" / "g1.json")
+        refuse_if_live(tmp_path / "elsewhere.npy")
+    finally:
+        release(proc)
+    refuse_if_live(run / "groupings" / "g1.json")
+    with run_lock(run, "pipeline"):
+        refuse_if_live(run / "report.md")  # this process's own lock

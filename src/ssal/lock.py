@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import SSALError
 
-__all__ = ["LOCK_NAME", "holder", "inside", "is_global_zero_process", "run_lock"]
+__all__ = ["LOCK_NAME", "holder", "inside", "is_global_zero_process", "refuse_if_live", "run_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -228,3 +228,33 @@ def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     """Whether ``path`` lies in folder ``root`` (or is it), after resolving both."""
     p, r = Path(path).resolve(), Path(root).resolve()
     return p == r or r in p.parents
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether another process holds the lock file ``path`` (a brief try of its flock; the recorded holder where
+    locks do not work)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return True
+        return _live_other(holder(path.parent))
+    finally:
+        os.close(fd)
+
+
+def refuse_if_live(path: str | os.PathLike) -> None:
+    """``SSALError`` if ``path`` (an output file or folder) lies in a run directory that another command holds the
+    lock of, e.g. ``ssal group --out RUN_DIR/groupings/g1.json`` while RUN_DIR trains."""
+    for d in [Path(path).resolve(), *Path(path).resolve().parents]:
+        lock = d / LOCK_NAME
+        if lock.is_file() and str(lock) not in _held and _held_elsewhere(lock):
+            rel = os.path.relpath(d)
+            raise SSALError(_describe(Path(d if rel.startswith("..") else rel), holder(d)))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from ..errors import SSALError
 from ..io import check_output_path
+from ..lock import refuse_if_live
 from ..signals import Interrupted, handle_signals
 
 __all__ = ["main", "plain_text"]
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = getattr(args, "out", None)
         if out is not None and args.command in OUTPUT_KINDS:  # before any work: a bad --out changes nothing
             check_output_path(out, OUTPUT_KINDS[args.command])
+            refuse_if_live(out)  # nor does one into a run that another command is writing
         with handle_signals():
             return int(args.func(args) or 0)
     except Interrupted as e:
