@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,16 @@ def _edit_checkpoint(ws: Path, edit: Callable[[dict], None]) -> None:
 def _nan_weights(ckpt: dict) -> None:
     key = next(k for k, v in ckpt["state_dict"].items() if k.startswith("model.") and v.is_floating_point())
     ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], float("nan"))
+
+
+def _nan_backbone(ckpt: dict) -> None:
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.backbone.") and k.endswith("weight"))
+    ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], float("nan"))
+
+
+def _int_backbone(ckpt: dict) -> None:
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.backbone.") and k.endswith("weight"))
+    ckpt["state_dict"][key] = ckpt["state_dict"][key].long()
 
 
 def _other_width(ckpt: dict) -> None:
@@ -110,6 +120,49 @@ def _huge_png(ws: Path) -> str:
 def _fifo(ws: Path) -> Path:
     os.mkfifo(ws / "pipe")
     return ws / "pipe"
+
+
+_HOLDERS: list = []  # processes holding a run directory's lock for the running case
+
+
+@pytest.fixture(autouse=True)
+def _release_holders() -> Iterator[None]:
+    yield
+    from test_lock import release
+
+    while _HOLDERS:
+        release(_HOLDERS.pop())
+
+
+def _live(ws: Path, folder: str, argv: list[str], command: str = "train") -> list[str]:
+    """``argv`` while another process (e.g. a training) holds the lock of ``ws/folder``."""
+    from test_lock import hold_lock
+
+    _HOLDERS.append(hold_lock(ws / folder, command))
+    return argv
+
+
+def _files_k(ws: Path, k: int) -> str:
+    """Two grouping files of ``k`` groups for the 10 digits classes (k=10: every class alone)."""
+    from ssal.grouping import Grouping
+
+    for name in ("a", "b"):
+        Grouping(tuple(c % k for c in range(10)), k).save(ws / f"{name}.json")
+    return "[a.json, b.json]"
+
+
+def _pickled_module(ws: Path) -> str:
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), ws / "m.pt")
+    return "m.pt"
+
+
+def _one_pass_variant(ws: Path) -> str:
+    (ws / "v.yaml").write_text(f"base: {DEMO}\nvariants:\n  r: {{ssal.groupings: random}}\n")
+    return "v.yaml"
+
+
+ONLINE = ["ssal.groupings=online", "ssal.group_epoch=1"]
+IN_USE = "is in use by `ssal train` (pid "
 
 
 CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
@@ -351,11 +404,143 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda ws: [*TRAIN, f"model.pretrained={DEMO}", "--dry-run"],
         "not a file written by torch.save",
     ),
+    # one writer per run directory: a second command writing into a live run changes nothing in it
+    ("train-into-live-run-dir", lambda ws: _live(ws, "out", [*TRAIN, "seed=1", "run_dir=out"]), IN_USE),
+    ("resume-live-run", lambda ws: _live(ws, "run", [*TRAIN, "trainer.epochs=3", "run_dir=run", "--resume"]), IN_USE),
+    ("evaluate-live-run", lambda ws: _live(ws, "run", ["evaluate", "run"]), IN_USE),
+    (
+        "evaluate-while-evaluating",
+        lambda ws: _live(ws, "run", ["evaluate", "run", "--split", "val"], "evaluate"),
+        "is in use by `ssal evaluate`",
+    ),
+    ("confusion-live-run", lambda ws: _live(ws, "run", ["confusion", "run"]), IN_USE),
+    (
+        "attack-live-run",
+        lambda ws: _live(ws, "run", ["attack", "run", "--method", "fgsm", "--eps", "0", "--out", "a"]),
+        IN_USE,
+    ),
+    ("explain-live-run", lambda ws: _live(ws, "run", ["explain", "run", "x.png", "--out", "e"]), IN_USE),
+    (
+        "group-out-into-live-run",
+        lambda ws: _live(ws, "run", ["group", "--random", "10", "--k", "2", "--out", "run/groupings/g1.json"]),
+        "run is in use by `ssal train`",
+    ),
+    (
+        "confusion-out-into-another-live-run",
+        lambda ws: _live(ws, "o", ["confusion", "run", "--out", "o/sub/c.npy"]),
+        "o is in use by `ssal train`",
+    ),
+    (
+        "pipeline-into-live-out",
+        lambda ws: _live(ws, "p", ["pipeline", "--config", DEMO, "--out", "p"], "pipeline"),
+        "is in use by `ssal pipeline`",
+    ),
+    ("pipeline-live-run-inside", lambda ws: _live(ws, "p/ssal", ["pipeline", "--config", DEMO, "--out", "p"]), IN_USE),
+    # settings checked before the first step (online groups are made an epoch later; a pipeline's SSAL runs train
+    # after the baseline): nothing is trained or written
+    (
+        "online-k-above-half",
+        lambda ws: [*TRAIN, *ONLINE, "ssal.branches.0.k=6", "run_dir=out"],
+        "ssal.branches[0].k: k=6 is out of range: need 2 <= k <= C/2 = 5 for C=10",
+    ),
+    ("online-k-1", lambda ws: [*TRAIN, *ONLINE, "ssal.branches.0.k=1", "run_dir=out"], "k=1 is out of range"),
+    ("online-k-C", lambda ws: [*TRAIN, *ONLINE, "ssal.branches.1.k=10", "run_dir=out"], "ssal.branches[1].k: k=10"),
+    ("weights-k-6", lambda ws: [*TRAIN, "ssal.groupings=weights", "ssal.branches.0.k=6", "--dry-run"], "k=6 is out"),
+    ("random-k-1", lambda ws: [*TRAIN, "ssal.branches.0.k=1", "--dry-run"], "ssal.branches[0].k: k=1 is out"),
+    (
+        "grouping-files-k-C",
+        lambda ws: [*TRAIN, f"ssal.groupings={_files_k(ws, 10)}", "ssal.branches.0.k=10", "ssal.branches.1.k=10"],
+        "ssal.branches[0].k: k=10 is out of range: need an integer 2 <= k < C = 10",
+    ),
+    (
+        "pipeline-k-out-of-range",
+        lambda ws: ["pipeline", "--config", DEMO, "ssal.branches.1.k=6", "--out", "p"],
+        "ssal.branches[1].k: k=6 is out of range",
+    ),
+    (
+        "online-group-epoch-leaves-no-step",
+        lambda ws: [*TRAIN, "ssal.groupings=online", "ssal.group_epoch=1.99", "run_dir=out"],
+        "no step is left to train the branches",
+    ),
+    (
+        "regroup-every-below-one-step",
+        lambda ws: [*TRAIN, *ONLINE, "ssal.regroup_every=0.01", "run_dir=out"],
+        "ssal.regroup_every=0.01 epochs is less than one step",
+    ),
+    (
+        "resume-with-another-model",
+        lambda ws: [*TRAIN, "trainer.epochs=3", "model.options={width: 8}", "run_dir=run", "--resume"],
+        "does not match the config's model (other shape: model.",
+    ),
+    ("batch-size-above-train-split", lambda ws: [*TRAIN, "data.batch_size=100000", "run_dir=out"], "no full batch"),
+    (
+        "pipeline-run-of-another-setup-inside",
+        lambda ws: (
+            [shutil.copytree(ws / "run", ws / "p" / "ssal"), "pipeline", "--config", DEMO, "seed=1"][1:]
+            + ["--out", "p"]
+        ),
+        "p/ssal holds a run of another config (seed differ)",
+    ),
+    (
+        "pipeline-without-branches",
+        lambda ws: ["pipeline", "--config", DEMO, "ssal.branches=[]", "--out", "p"],
+        "no SSAL run to train",
+    ),
+    (
+        "one-pass-with-confusion",
+        lambda ws: ["pipeline", "--config", DEMO, "--one-pass", "ssal.groupings=confusion", "--out", "p"],
+        "--one-pass makes the groups in the SSAL run (ssal.groupings=online, weights or probe), but the override sets "
+        "ssal.groupings=confusion, which needs the baseline run that one pass skips",
+    ),
+    (
+        "one-pass-with-random",
+        lambda ws: ["pipeline", "--config", DEMO, "--one-pass", "ssal.groupings=random", "--out", "p"],
+        "ssal.groupings=random, which does not make them there",
+    ),
+    (
+        "one-pass-variant-with-random",
+        lambda ws: ["pipeline", "--config", _one_pass_variant(ws), "--one-pass", "--out", "p"],
+        "but variant r sets ssal.groupings=random",
+    ),
+    # pretrained weights
+    (
+        "pretrained-nan",
+        lambda ws: (
+            [_edit_checkpoint(ws, _nan_backbone), *TRAIN, "model.pretrained=run/checkpoints/best.ckpt"][1:]
+            + ["run_dir=out"]
+        ),
+        "model.pretrained: run/checkpoints/best.ckpt has NaN/Inf weights",
+    ),
+    (
+        "pipeline-pretrained-nan",
+        lambda ws: (
+            [_edit_checkpoint(ws, _nan_backbone), "pipeline", "--config", DEMO, "--out", "p"][1:]
+            + ["model.pretrained=run/checkpoints/best.ckpt"]
+        ),
+        "has NaN/Inf weights",
+    ),
+    (
+        "pretrained-int-weights",
+        lambda ws: (
+            [_edit_checkpoint(ws, _int_backbone), *TRAIN, "model.pretrained=run/checkpoints/best.ckpt"][1:]
+            + ["run_dir=out"]
+        ),
+        "holds torch.int64 values where small_cnn has torch.float32",
+    ),
+    (
+        "pretrained-pickled-module",
+        lambda ws: [*TRAIN, f"model.pretrained={_pickled_module(ws)}", "run_dir=out"],
+        "cannot load m.pt safely: it holds objects other than tensors and plain values (a whole pickled model?",
+    ),
 ]
 
 
 def _state(ws: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(ws)): (p.stat().st_size, p.stat().st_mtime_ns) for p in ws.rglob("*") if p.is_file()}
+    """Every file (size, mtime) and folder under ``ws``: a refused command adds, changes and removes none."""
+    return {
+        str(p.relative_to(ws)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, 0)
+        for p in ws.rglob("*")
+    }
 
 
 @pytest.mark.parametrize(("setup", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -380,6 +565,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     assert len(err) == 1 and err[0].startswith(f"ssal {argv[0]}: error: "), err
     assert expected in err[0], err[0]
     assert "Traceback" not in err[0] and "internal error" not in err[0]
+    assert err[0].isprintable(), f"not plain text: {err[0]!r}"  # no terminal escape codes
     assert _state(tmp_path) == before, "a failed command changed files"
 
 

@@ -195,3 +195,12 @@ def test_settings_without_effect_are_named_in_a_warning(override: str, warning: 
         assert main(args) == 0
     warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith(f"demo: {warning}"), warnings
+
+
+def test_step_milestones_after_the_last_epoch_are_named_in_a_warning() -> None:
+    from ssal.config import ignored_settings
+
+    cfg = resolve_raw({}, None, parse_overrides(["schedule.name=step", "schedule.milestones=[3, 20, 30]"]))
+    assert ignored_settings(cfg) == ["schedule.milestones [20.0, 30.0] lie at or after the end of training (20 epochs)"]
+    cfg = resolve_raw({}, None, parse_overrides(["schedule.name=step", "schedule.milestones=[3, 19.5]"]))
+    assert ignored_settings(cfg) == []

@@ -128,6 +128,28 @@ def test_weight_similarity_joins_classes_with_parallel_weights() -> None:
     assert g.assignment[0] == g.assignment[1] and g.assignment[3] == g.assignment[4]
 
 
+@pytest.mark.parametrize("spe", [1, 3, 7, 17, 100, 391])
+def test_fractional_regroup_epochs_land_on_the_steps_nearest_to_the_epochs_they_name(spe: int) -> None:
+    """group_epoch 1.5 and regroup_every 0.5: groups at the steps nearest to epochs 1.5, 2.0, 2.5 (each rounded from
+    its own epoch, so 17 steps per epoch gives 26, 34, 42, not 26, 33, 40 drifting to epochs 1.94, 2.35)."""
+    from ssal.online import OnlineGrouping
+
+    if spe < 2:
+        with pytest.raises(SSALError, match="less than one step"):
+            OnlineGrouping([], "online", 1.5, 0.5).plan(spe, 3 * spe)
+        return
+    plan = OnlineGrouping([], "online", 1.5, 0.5).plan(spe, 3 * spe)
+    assert [e for _, e in plan] == [1.5, 2.0, 2.5]
+    assert all(abs(s / spe - e) <= 0.5 / spe + 1e-9 for s, e in plan)
+    if spe == 17:
+        assert [s for s, _ in plan] == [26, 34, 42]
+    once = OnlineGrouping([], "online", 0.5, 0.0).plan(spe, 3 * spe)
+    assert once == [(round(0.5 * spe), 0.5)]
+    many = OnlineGrouping([], "online", 0.5, 0.5).plan(spe, 10 * spe)  # 19 regroups: no drift accumulates
+    assert [e for _, e in many] == [0.5 * j for j in range(1, 20)]
+    assert all(abs(s / spe - e) <= 0.5 / spe + 1e-9 for s, e in many)
+
+
 @pytest.mark.parametrize("bad", ["ssal.group_epoch=2", "ssal.group_epoch=-1", "ssal.regroup_every=-1"])
 def test_bad_online_settings_are_one_line(bad: str, cifar100_dir: Path, tmp_path: Path, capsys) -> None:
     assert main(_args(cifar100_dir, tmp_path / "x", *ONLINE, bad, "--dry-run")) == 2

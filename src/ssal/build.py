@@ -35,6 +35,7 @@ from .grouping import (
     load_shipped,
     random_grouping,
     shipped_groupings,
+    validate_k,
 )
 from .loss import SSALLoss
 from .models import check_branch, create_model, paper_branches
@@ -188,6 +189,17 @@ def resolve_groupings(cfg: Config, data: DataBundle, placeholder: bool = False) 
     s, C, names = cfg.ssal, data.num_classes, data.class_names
     if not branches:
         return []
+    made = not isinstance(s.groupings, list) and s.groupings in ("random", "confusion", "online", "weights", "probe")
+    for i, b in enumerate(branches):  # every source, before any training: online groups are made epochs later
+        k = b["k"]
+        try:
+            if made:  # ssal makes these groups: the paper's range
+                validate_k(k, C)
+            elif isinstance(k, bool) or not isinstance(k, int) or not 2 <= k < C:  # files, superclasses: not trivial
+                raise SSALError(f"k={k!r} is out of range: need an integer 2 <= k < C = {C} (1 group or C say nothing)")
+        except (SSALError, TypeError, ValueError) as e:
+            msg = str(e) if isinstance(e, SSALError) else f"k must be an integer, got {k!r}"
+            raise SSALError(f"ssal.branches[{i}].k: {msg}") from None
     if isinstance(s.groupings, list):
         if len(s.groupings) != len(branches):
             raise SSALError(f"ssal.groupings lists {len(s.groupings)} files for {len(branches)} branches")

@@ -364,6 +364,9 @@ def ignored_settings(cfg: Config) -> list[str]:
     sc, s, m, out = cfg.schedule, cfg.ssal, cfg.model, []
     if sc.milestones and sc.name != "step":
         out.append(f"schedule.milestones is used by schedule.name=step only; ignored with {sc.name}")
+    late = [m for m in sc.milestones if m >= cfg.trainer.epochs]
+    if late and sc.name == "step":
+        out.append(f"schedule.milestones {late} lie at or after the end of training ({cfg.trainer.epochs} epochs)")
     if sc.gamma != ScheduleConfig.gamma and sc.name != "step":
         out.append(f"schedule.gamma is used by schedule.name=step only; ignored with {sc.name}")
     if sc.warmup_epochs > 0 and sc.name in ("triangular", "constant"):

@@ -134,18 +134,42 @@ class OnlineGrouping(L.Callback):
         """Whether the groups exist (the branches train)."""
         return bool(self.done_steps)
 
+    def plan(self, steps_per_epoch: int, max_steps: int) -> list[tuple[int, float]]:
+        """(global step, the epoch it stands for) of each time groups are made: E0, E0 + N, E0 + 2N, ... epochs
+        (N = ``regroup_every``), each rounded to the nearest step from its own epoch, so rounding never drifts."""
+        if 0 < self.regroup_every * steps_per_epoch < 1:
+            raise SSALError(
+                f"ssal.regroup_every={self.regroup_every:g} epochs is less than one step ({steps_per_epoch} steps "
+                "per epoch); regroup at most once per step"
+            )
+        out: list[tuple[int, float]] = []
+        j = 0
+        while True:
+            epoch = self.group_epoch + j * self.regroup_every
+            step = max(int(round(epoch * steps_per_epoch)), 0)
+            if step >= max_steps or (j and self.regroup_every <= 0):
+                return out
+            if not out or step > out[-1][0]:
+                out.append((step, epoch))
+            j += 1
+
     def schedule(self, steps_per_epoch: int, max_steps: int) -> list[int]:
-        """The global steps at which groups are made: round(E0 * steps), then every ``regroup_every`` epochs."""
-        first = max(int(round(self.group_epoch * steps_per_epoch)), 0)
-        out = [first]
-        if self.regroup_every > 0:
-            every = max(int(round(self.regroup_every * steps_per_epoch)), 1)
-            out += list(range(first + every, max_steps, every))
-        return [s for s in out if s < max_steps]
+        """The global steps at which groups are made (``plan``)."""
+        return [s for s, _ in self.plan(steps_per_epoch, max_steps)]
 
     # --- hooks -----------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._steps_per_epoch = int(trainer.num_training_batches)
+        self._steps_per_epoch = spe = int(trainer.num_training_batches)
+        plan = self.plan(spe, spe * int(trainer.max_epochs or 1))
+        if not plan and not self.grouped:
+            raise SSALError(
+                f"ssal.group_epoch={self.group_epoch:g} is step {round(self.group_epoch * spe)} of "
+                f"{spe * int(trainer.max_epochs or 1)} ({spe} per epoch): no step is left to train the branches; "
+                "lower ssal.group_epoch"
+            )
+        if any(abs(step - epoch * spe) > 1e-6 for step, epoch in plan):  # say where a fraction of an epoch lands
+            at = ", ".join(f"{e:g} -> step {s} (epoch {s / spe:.3g})" for s, e in plan[:4])
+            log.info("online groups at epoch %s%s; %d steps per epoch", at, " ..." * (len(plan) > 4), spe)
         pl_module.with_branches = self.grouped
         if self.grouped:  # resumed after E0: gamma came back with the state dict; the metadata from our state
             pl_module.meta["groupings"] = list(self.groupings)

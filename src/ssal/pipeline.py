@@ -17,6 +17,7 @@ made its groups; a one-pass model pays only for itself (its own confusion pass i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from .compute import forward_flops_per_sample
 from .config import Config, load_config, resolve_raw, variant_names
 from .errors import SSALError
 from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write, atomic_write_text, check_output_path
+from .lock import run_lock
 from .online import ONLINE_SOURCES
 from .runs import RunPaths, identity_differences, load_run, read_metrics, write_metrics
 
@@ -49,19 +51,25 @@ def train_or_resume(cfg: Config) -> None:
     """Train ``cfg``; resume it if unfinished, skip it if all its epochs are done."""
     from .engine import fit
 
+    paths = _check_same_setup(cfg)
+    rows = read_metrics(paths.metrics)
+    if paths.last.is_file() and rows and int(rows[-1]["epoch"]) >= cfg.trainer.epochs:
+        log.info("%s: already trained (%s epochs), skipping", paths.root, rows[-1]["epoch"])
+        return
+    fit(cfg, resume=paths.last.is_file())
+
+
+def _check_same_setup(cfg: Config) -> RunPaths:
+    """``SSALError`` if ``cfg.run_dir`` holds a run of another setup (it would be skipped and reported as this one)."""
     paths = RunPaths(Path(cfg.run_dir))
-    if paths.config.is_file():  # a finished run of another setup would be skipped and reported as this one
+    if paths.config.is_file():
         differ = identity_differences(load_config(paths.config).to_dict(), cfg.to_dict())  # defaults filled in
         if differ:
             raise SSALError(
                 f"{paths.root} holds a run of another config ({', '.join(differ)} differ); "
                 "give another --out, or remove it"
             )
-    rows = read_metrics(paths.metrics)
-    if paths.last.is_file() and rows and int(rows[-1]["epoch"]) >= cfg.trainer.epochs:
-        log.info("%s: already trained (%s epochs), skipping", paths.root, rows[-1]["epoch"])
-        return
-    fit(cfg, resume=paths.last.is_file())
+    return paths
 
 
 def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], out: Path) -> Config:
@@ -75,7 +83,27 @@ def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], out: Path) 
     return resolve_raw(raw, None, {**overrides, **extra})
 
 
-def _ssal_configs(raw: dict[str, Any], overrides: dict[str, Any], out: Path, confusion: Path) -> list[Config]:
+def _one_pass_groupings(raw: dict[str, Any], variant: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``--one-pass``: the override that makes a variant's groups in its own run (``ssal.groupings=online`` unless a
+    variant or ``key=value`` chose online, weights or probe); a variant or override choosing another source is an
+    ``SSALError`` (its groups would not come from the run, or, for confusion, need the baseline one pass skips)."""
+    chosen = {**(((raw.get("variants") or {}).get(variant) or {}) if variant else {}), **overrides}
+    if "ssal.groupings" not in chosen:
+        return {"ssal.groupings": "online"}
+    given = chosen["ssal.groupings"]
+    if given in ONLINE_SOURCES:
+        return {}
+    where = f"variant {variant} sets" if "ssal.groupings" not in overrides else "the override sets"
+    need = " needs the baseline run that one pass skips" if given == "confusion" else " does not make them there"
+    raise SSALError(
+        f"--one-pass makes the groups in the SSAL run (ssal.groupings=online, weights or probe), but {where} "
+        f"ssal.groupings={given}, which{need}; drop --one-pass or that setting"
+    )
+
+
+def _ssal_configs(
+    raw: dict[str, Any], overrides: dict[str, Any], out: Path, confusion: Path, one_pass: bool = False
+) -> list[Config]:
     base = resolve_raw(raw, None, overrides)
     if base.ssal.confusion and Path(base.ssal.confusion) != confusion:
         log.warning("ssal.confusion=%s is replaced by the pipeline's baseline confusion matrix", base.ssal.confusion)
@@ -83,31 +111,64 @@ def _ssal_configs(raw: dict[str, Any], overrides: dict[str, Any], out: Path, con
     cfgs = []
     for v in names:
         extra = {"ssal.confusion": str(confusion), "run_dir": str(out / (v or "ssal"))}
+        if one_pass:
+            extra.update(_one_pass_groupings(raw, v, overrides))
         cfg = resolve_raw(raw, v, {**overrides, **extra})
         if cfg.has_branches:
             cfgs.append(cfg)
         else:
-            log.warning("variant %s has no branches; the pipeline trains SSAL runs only, skipping it", v)
+            log.warning(
+                "%s has no branches; the pipeline trains SSAL runs only, skipping it",
+                f"variant {v}" if v else "the config",
+            )
     return cfgs
 
 
 def run_pipeline(
-    raw: dict[str, Any], overrides: dict[str, Any] | None = None, out: str | Path | None = None
+    raw: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    *,
+    one_pass: bool = False,
 ) -> list[PipelineRun]:
-    """Run the pipeline of a raw config (``read_yaml`` output) into ``out`` (default: the config's run_dir)."""
+    """Run the pipeline of a raw config (``read_yaml`` output) into ``out`` (default: the config's run_dir).
+
+    ``one_pass`` (``--one-pass``): every SSAL run makes its groups itself (``ssal.groupings=online`` unless it chose
+    weights or probe); another grouping source is an ``SSALError``. Every run's settings are checked (as a dry run
+    does) before the first one trains, and ``out`` and each run directory stay locked (``ssal.lock``) meanwhile.
+    """
     overrides = dict(overrides or {})
     if out is not None and overrides.get("run_dir") not in (None, "") and Path(overrides["run_dir"]) != Path(out):
         raise SSALError(f"--out {out} and run_dir={overrides['run_dir']} name two output folders; give one")
     out = Path(out) if out is not None else Path(resolve_raw(raw, None, overrides).run_dir)
     bcfg = _baseline_config(raw, overrides, out)
     conf_path = Path(bcfg.run_dir) / "confusion.npy"
-    cfgs = _ssal_configs(raw, overrides, out, conf_path)
-    one_pass = all(c.ssal.groupings in ONLINE_SOURCES for c in cfgs)
+    cfgs = _ssal_configs(raw, overrides, out, conf_path, one_pass)
+    if not cfgs:
+        raise SSALError(
+            "no SSAL run to train: ssal.branches is empty in the config and in every chosen variant (train a "
+            "baseline alone with ssal train, or give branches, e.g. ssal.branches=[{at: g2, k: 4}])"
+        )
     if bcfg.pipeline.baseline is False and any(c.ssal.groupings == "confusion" for c in cfgs):
         raise SSALError(
             "pipeline.baseline=false, but ssal.groupings=confusion makes the groups from the baseline's confusion "
             "matrix; drop pipeline.baseline, or make the groups in the SSAL run (--one-pass)"
         )
+    for c in [bcfg, *cfgs]:
+        check_output_path(c.run_dir, "dir")
+    with contextlib.ExitStack() as locks:
+        for d in [out, *(c.run_dir for c in [bcfg, *cfgs])]:
+            locks.enter_context(run_lock(d, "pipeline"))
+        from .engine import check_config
+
+        for c in [bcfg, *cfgs]:  # every setting that can be checked is, before the first run's first step
+            _check_same_setup(c)
+            check_config(c)
+        return _run_stages(bcfg, cfgs, out, conf_path)
+
+
+def _run_stages(bcfg: Config, cfgs: list[Config], out: Path, conf_path: Path) -> list[PipelineRun]:
+    one_pass = all(c.ssal.groupings in ONLINE_SOURCES for c in cfgs)
     two_stage = not one_pass and bcfg.pipeline.baseline is not False  # random, superclasses, files: none needed
     runs: list[PipelineRun] = []
     stage_one = None  # compute of the baseline run + its confusion pass, paid by every two-stage SSAL model

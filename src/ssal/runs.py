@@ -11,6 +11,7 @@ Layout of a run directory (``ssal train`` writes it; every other command reads i
       tb/                     TensorBoard event files
       eval.md, eval.json      written by ssal evaluate
       confusion.npy/.png      written by ssal confusion
+      .ssal.lock              while a command writes into the run (``ssal.lock``: one writer at a time)
 
 A checkpoint is a ``torch.save`` dict of tensors and plain Python values only (Lightning's training state plus
 an ``"ssal"`` entry holding the config, groupings, class names, RNG states and the library version); it is

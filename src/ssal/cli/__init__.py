@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 from ..errors import SSALError
 from ..io import check_output_path
+from ..lock import refuse_if_live
 from ..signals import Interrupted, handle_signals
 
-__all__ = ["main"]
+__all__ = ["main", "plain_text"]
 
 #: Sub-command modules of ``ssal.cli``, in the order ``ssal --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -71,16 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = getattr(args, "out", None)
         if out is not None and args.command in OUTPUT_KINDS:  # before any work: a bad --out changes nothing
             check_output_path(out, OUTPUT_KINDS[args.command])
+            refuse_if_live(out)  # nor does one into a run that another command is writing
         with handle_signals():
             return int(args.func(args) or 0)
     except Interrupted as e:
         print(f"ssal {args.command}: {e.describe(args.command)}", file=sys.stderr)
         return e.exit_code
     except SSALError as e:
-        print(f"ssal {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"ssal {args.command}: error: {plain_text(_one_line(e))}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"ssal {args.command}: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        print(f"ssal {args.command}: error: {plain_text(f'{e.strerror}: {e.filename}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ssal {args.command}: interrupted", file=sys.stderr)
@@ -88,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug or an unexpected failure, not bad input: one line; -v shows the traceback
         if args.verbose:
             raise
-        msg = str(e).splitlines()[0] if str(e) else ""
+        msg = plain_text(str(e).splitlines()[0]) if str(e).strip() else ""
         if _out_of_memory(e):  # settings too large for this machine: the user's to change
             print(
                 f"ssal {args.command}: error: out of memory ({msg[:150] or type(e).__name__}); use a smaller model, "
@@ -101,6 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def plain_text(text: str) -> str:
+    """``text`` as one plain line: terminal escape sequences removed, line breaks and other control characters
+    turned into single spaces (an error line never recolours a terminal or spans lines)."""
+    return " ".join(_CONTROL.sub(" ", _ESCAPES.sub("", text)).split())
 
 
 def _out_of_memory(e: BaseException) -> bool:

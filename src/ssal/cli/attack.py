@@ -48,7 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the run and its images, attack for each eps, save CSV + plot, print the table."""
+    from ..lock import inside, run_lock
 
+    # not while another command writes into the run (a training, another attack)
+    with run_lock(args.run_dir, "attack", create=False, required=inside(args.out, args.run_dir)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..attack import attack_batches, evaluate_attack, format_table, parse_eps, save_attack
     from ..errors import SSALError
     from ..runs import load_run

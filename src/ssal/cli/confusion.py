@@ -36,7 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute and save the confusion matrix."""
+    from ..lock import inside, run_lock
 
+    # not while another command writes into the run (a training, another confusion)
+    with run_lock(args.run_dir, "confusion", create=False, required=args.out is None or inside(args.out, args.run_dir)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..evaluation import run_confusion, save_confusion
     from ..runs import load_run
     from ..runtime import parse_device

@@ -37,7 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, evaluate it, print and save the table."""
+    from ..lock import run_lock
 
+    # not while another command writes into the run (a training, another evaluate)
+    with run_lock(args.run_dir, "evaluate", create=False):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_run, format_report, save_report
     from ..runs import load_run
     from ..runtime import parse_device

@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the run (and baseline), write the figures; exit 2 if any image failed."""
+    from ..lock import inside, run_lock
+
+    # not while another command writes into the run (a training, another explain)
+    with run_lock(args.run_dir, "explain", create=False, required=inside(args.out, args.run_dir)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..explain import explain_images
     from ..runs import load_run
     from ..runtime import expand_image_paths

@@ -34,13 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_and_print(raw: dict, overrides: dict, out: Path | None) -> int:
+def run_and_print(raw: dict, overrides: dict, out: Path | None, one_pass: bool = False) -> int:
     """Run the pipeline and print where the report is (shared with ``ssal demo``)."""
     from lightning.pytorch.utilities import rank_zero_only
 
     from ..pipeline import report_table, run_pipeline
 
-    runs = run_pipeline(raw, overrides, out)
+    runs = run_pipeline(raw, overrides, out, one_pass=one_pass)
     if rank_zero_only.rank != 0:  # DDP worker processes re-run the command; only rank 0 reports
         return 0
     root = Path(runs[0].config.run_dir).parent
@@ -59,7 +59,4 @@ def run(args: argparse.Namespace) -> int:
     raw = read_yaml(args.config)
     if args.variant is not None:
         raw = {**raw, "pipeline": {**(raw.get("pipeline") or {}), "variants": [args.variant]}}
-    overrides = parse_overrides(args.overrides)
-    if args.one_pass:
-        overrides = {"ssal.groupings": "online", **overrides}
-    return run_and_print(raw, overrides, args.out)
+    return run_and_print(raw, parse_overrides(args.overrides), args.out, one_pass=args.one_pass)

@@ -9,7 +9,7 @@ shard through ``rank``/``world_size`` (``DeviceLoader``) or a DistributedSampler
 Trainer, metrics.csv and the best/last checkpoints; ``fit``: config -> objects -> ``Trainer.fit`` (and resume).
 """
 
-from .fit import FitResult, fit
+from .fit import FitResult, check_config, fit
 from .task import (
     SSALDataModule,
     SSALTask,
@@ -29,6 +29,7 @@ __all__ = [
     "TrainingDivergedError",
     "build_optimizer",
     "build_trainer",
+    "check_config",
     "compiled_gradient_problem",
     "fit",
     "lr_factor",

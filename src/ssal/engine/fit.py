@@ -16,14 +16,16 @@ from .. import __version__, signals
 from ..build import branch_configs, build_loss, build_model, eta_values, load_data, resolve_groupings
 from ..compute import ComputeMeter
 from ..config import Config, ignored_settings, save_config
+from ..data import dataset_spec
 from ..errors import SSALError
 from ..io import check_output_path
+from ..lock import run_lock
 from ..online import ONLINE_SOURCES, OnlineGrouping
 from ..runs import RunPaths, check_resumable, load_checkpoint, read_metrics, state_dict_mismatch
 from .task import SSALDataModule, SSALTask
 from .trainer import LastCheckpoint, RunWriter, build_trainer, ema_callback, quiet_lightning
 
-__all__ = ["FitResult", "checkpoint_meta", "ensure_writable_run", "fit"]
+__all__ = ["FitResult", "check_checkpoint_fits", "check_config", "checkpoint_meta", "ensure_writable_run", "fit"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,22 @@ def ensure_writable_run(paths: RunPaths, resume: bool) -> Path | None:
     return None
 
 
+def check_checkpoint_fits(path: Path, task: L.LightningModule) -> None:
+    """``SSALError`` unless the checkpoint at ``path`` holds exactly the task's weights (names and shapes)."""
+    state = load_checkpoint(path)["state_dict"]
+    own = task.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", shapes))
+            if keys
+        ]
+        raise SSALError(f"{path} does not match the config's model ({'; '.join(parts)}); resume with the run's config")
+
+
 def checkpoint_meta(cfg: Config, data: Any, groupings: list[Any]) -> dict[str, Any]:
     """What every checkpoint of the run records besides the training state."""
     return {
@@ -63,6 +81,22 @@ def checkpoint_meta(cfg: Config, data: Any, groupings: list[Any]) -> dict[str, A
         "mean": list(data.mean) if data.mean else None,
         "std": list(data.std) if data.std else None,
     }
+
+
+def check_config(cfg: Config) -> int:
+    """Check everything a dry run checks (class count, groupings and their k, the model with its pretrained
+    weights, loss, eta), quietly and without writing; returns the model's parameter count (0: not checked, for
+    ImageFolder data that is not there, which training itself reports)."""
+    d = cfg.data
+    if not dataset_spec(d.name).in_memory and d.num_classes is None and not (Path(d.root) / "train").is_dir():
+        return 0
+    root = logging.getLogger("ssal")
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        return _fit_locked(cfg, RunPaths(Path(cfg.run_dir)), resume=False, dry_run=True).num_params
+    finally:
+        root.setLevel(level)
 
 
 def fit(
@@ -86,8 +120,32 @@ def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> F
     for line in ignored_settings(cfg):
         log.warning("%s: %s", cfg.name, line)
     paths = RunPaths(Path(cfg.run_dir))
-    if not dry_run:
-        check_output_path(paths.root, "dir")
+    if dry_run:
+        return _fit_locked(cfg, paths, resume, dry_run)
+    check_output_path(paths.root, "dir")
+    with run_lock(paths.root, "train"):  # one writer per run directory, taken before the first file is written
+        before = set(paths.root.rglob("*"))
+        try:
+            return _fit_locked(cfg, paths, resume, dry_run, extra)
+        except SSALError:
+            if not paths.last.is_file():  # refused before an epoch was saved: remove what this session wrote
+                _remove_new(paths.root, before)
+            raise
+
+
+def _remove_new(root: Path, before: set[Path]) -> None:
+    """Delete the files and folders under ``root`` that are not in ``before`` (a refused run leaves nothing)."""
+    new = sorted((p for p in root.rglob("*") if p not in before), key=lambda p: len(p.parts), reverse=True)
+    for p in new:
+        try:
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            log.debug("could not remove %s", p)
+
+
+def _fit_locked(
+    cfg: Config, paths: RunPaths, resume: bool, dry_run: bool, extra: list[L.Callback] | None = None
+) -> FitResult:
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
@@ -113,9 +171,11 @@ def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> F
     meta = checkpoint_meta(cfg, data, groupings)
     task = SSALTask(model, loss, eta, cfg.optim, cfg.schedule, cfg.trainer.epochs, cfg.trainer.compile, meta,
                     check_every=cfg.trainer.log_every_n_steps)  # fmt: skip
+    if ckpt is not None:  # before any file is written: a config that builds another model is refused here
+        check_checkpoint_fits(ckpt, task)
     meter, s = ComputeMeter(), cfg.ssal
     callbacks: list[L.Callback] = [meter, *([ema_callback(cfg.trainer.ema_decay)] if cfg.trainer.ema_decay > 0 else [])]
-    callbacks += extra
+    callbacks += extra or []
     if online:
         grouper = OnlineGrouping(
             branch_configs(cfg, data.num_classes), str(s.groupings), s.group_epoch, s.regroup_every,

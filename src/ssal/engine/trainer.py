@@ -56,7 +56,7 @@ class RunWriter(L.Callback):
 
     The checkpoints (best.ckpt by ``monitor``, then last.ckpt) are written after the row, so after a crash the
     resumed epoch simply overwrites its row: metrics.csv never holds duplicated or missing epochs. ``on_setup`` runs
-    once on rank 0 before training; ``compute`` (a ``ComputeMeter``) gives the ``train_flops`` column.
+    once on rank 0 when training starts; ``compute`` (a ``ComputeMeter``) gives the ``train_flops`` column.
     """
 
     def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None, compute: Any = None) -> None:
@@ -71,11 +71,9 @@ class RunWriter(L.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wall = float(state["wall"])
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.is_global_zero and self.on_setup is not None:
-            self.on_setup()
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.on_setup is not None:  # after the checks of setup, restore and earlier
+            self.on_setup()  # callbacks (e.g. OnlineGrouping's schedule): a refused run has not written its files
         done = trainer.current_epoch  # epochs finished before this session (0 unless resumed)
         self.rows = [r for r in read_metrics(self.paths.metrics) if int(r["epoch"]) <= done]
 

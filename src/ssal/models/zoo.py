@@ -341,8 +341,9 @@ def read_weights_file(
         text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if not zipfile.is_zipfile(p):  # torch's own text for such a file is about mmap and re-saving
             text = "not a file written by torch.save"
-        elif "unsupported global" in text.lower():  # torch goes on to explain how to load it unsafely
-            text = "it holds objects other than tensors and plain values"
+        elif "unsupported global" in str(e).lower() or "weights only load failed" in str(e).lower():
+            # torch's text goes on for lines (with terminal escapes) on how to load it unsafely
+            text = "it holds objects other than tensors and plain values (a whole pickled model? save its state_dict)"
         raise SSALError(f"model.pretrained: cannot load {p} safely: {text}") from None
     meta: dict[str, Any] = {}
     side = p.with_name(p.name + ".json")
@@ -377,6 +378,10 @@ def read_weights_file(
         return {}, meta
     if not state:
         raise SSALError(f"model.pretrained: {p} holds no weights (no tensors found)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # training from them would stop at the first step with a NaN loss
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SSALError(f"model.pretrained: {p} has NaN/Inf weights ({', '.join(bad[:3])}{more}); it cannot be used")
     return state, meta
 
 
@@ -400,6 +405,10 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike, name: str =
                 parts.append(f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})")
         raise SSALError(f"model.pretrained: {path} does not fit {name}: " + ("; ".join(parts) or "no weight matches"))
     load = {k: v for k, v in state.items() if k not in skipped}
+    kinds = [k for k, v in load.items() if v.is_floating_point() != own[k].is_floating_point()]
+    if kinds:  # load_state_dict would cast them silently
+        k = kinds[0]
+        raise SSALError(f"model.pretrained: {path}: {k} holds {load[k].dtype} values where {name} has {own[k].dtype}")
     model.load_state_dict(load, strict=False)
     if skipped:
         log.info("%s: loaded %s; new classifier %s (its class count differs)", name, path, ", ".join(skipped))
