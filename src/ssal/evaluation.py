@@ -34,6 +34,7 @@ from .runs import RunInfo, load_run_data, read_metrics
 from .runtime import autocast, default_device
 
 __all__ = [
+    "TTA_MODES",
     "EvalReport",
     "calibration_error",
     "collect_outputs",
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Test-time augmentations of ``collect_outputs``: none, or the mean logits of the image and its mirror.
+TTA_MODES = ("none", "flip")
 
 
 @contextlib.contextmanager
@@ -77,7 +81,7 @@ def collect_outputs(
 
     ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time augmentation).
     """
-    if tta not in ("none", "flip"):
+    if tta not in TTA_MODES:
         raise SSALError(f"test-time augmentation must be none or flip, got {tta!r}")
     model.eval()
     p = next(model.parameters())

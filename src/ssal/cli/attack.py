@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_run_inputs
+
 log = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
@@ -35,14 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
     p.add_argument("--split", default="test", choices=("test", "val"), help="images to attack (default test)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's data.eval_batch_size")
-    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        metavar="DIR",
-        help="the data set's location on this machine (overrides the run's data.root)",
-    )
+    add_run_inputs(p)
     p.set_defaults(func=run)
 
 
@@ -72,9 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         raise SSALError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise SSALError(f"--limit must be at least 1, got {args.limit}")
-    parse_device(args.device)  # a bad --device fails before any work
+    device = parse_device(args.device) or default_device()  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint, data_root=args.data_root)
-    device = parse_device(args.device) or default_device()
     info.model.to(device)
     batches = attack_batches(info, args.split, args.limit, args.seed, args.batch_size, device)
     rows = evaluate_attack(info, batches, args.method, eps, steps, alpha, args.limit)

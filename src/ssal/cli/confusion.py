@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_run_inputs
+
 log = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
@@ -21,16 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ".png and the class names as _classes.txt. Then: ssal group --confusion FILE.npy --k K --out G.json",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
     p.add_argument("--split", default="val", choices=("val", "test", "train"), help="default: val (held out)")
     p.add_argument("--out", type=Path, default=None, help="output .npy (default RUN_DIR/confusion.npy)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        metavar="DIR",
-        help="the data set's location on this machine (overrides the run's data.root)",
-    )
+    add_run_inputs(p)
     p.set_defaults(func=run)
 
 
@@ -48,9 +43,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..runs import load_run
     from ..runtime import parse_device
 
-    parse_device(args.device)  # a bad --device fails before any work
+    device = parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint, data_root=args.data_root)
-    conf = run_confusion(info, args.split, parse_device(args.device))
+    conf = run_confusion(info, args.split, device)
     out = args.out or args.run_dir / ("confusion.npy" if args.split == "val" else f"confusion_{args.split}.npy")
     paths = save_confusion(conf, out, info.class_names)
     acc = 100.0 * conf.trace() / max(conf.sum(), 1)

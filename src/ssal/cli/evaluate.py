@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_run_inputs
+
 log = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
@@ -21,15 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model frozen. Prints a Markdown table and writes RUN_DIR/eval.md and eval.json.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
     p.add_argument("--split", default="test", choices=("test", "val"), help="split to report on (default test)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        metavar="DIR",
-        help="the data set's location on this machine (overrides the run's data.root)",
-    )
+    add_run_inputs(p)
     p.add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation (flip: average "
                    "the logits of each image and its mirror)")  # fmt: skip
     p.set_defaults(func=run)
@@ -49,9 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..runs import load_run
     from ..runtime import parse_device
 
-    parse_device(args.device)  # a bad --device fails before any work
+    device = parse_device(args.device)  # a bad --device fails before any work
     info = load_run(args.run_dir, args.checkpoint, data_root=args.data_root)  # e.g. a released run elsewhere
-    rep = evaluate_run(info, split=args.split, device=parse_device(args.device), tta=args.tta)
+    rep = evaluate_run(info, split=args.split, device=device, tta=args.tta)
     stem = "eval" if args.split == "test" else f"eval_{args.split}"
     if args.checkpoint not in ("best", "last"):  # another checkpoint file: its own report files
         stem += f"_{Path(args.checkpoint).stem}"

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_checkpoint
+
 log = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the PNGs")
     p.add_argument("--baseline", type=Path, metavar="RUN_DIR", help="a baseline run to compare with (org)")
     p.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam"), help="default: auto")
-    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    add_checkpoint(p)
     p.add_argument(
         "--baseline-checkpoint",
         default=None,

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_checkpoint
+
 log = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "state_dict"), dest="fmt")
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
     p.add_argument("--mode", default="jp", choices=("jp", "tr"), help="jp: joint probability (default); tr: main f")
-    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    add_checkpoint(p)
     p.add_argument("--calibrated", action="store_true", help="bake in the +TS temperature of the mode, fitted by "
                    "`ssal evaluate` on the validation split (RUN_DIR/eval.json)")  # fmt: skip
     p.set_defaults(func=run)

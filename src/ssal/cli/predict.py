@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .common import add_checkpoint
+
 __all__ = ["register", "run"]
 
 
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top", type=int, default=5, metavar="K", help="classes to list (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    add_checkpoint(p)
     p.add_argument("--calibrated", action="store_true", help="temperature-scaled probabilities (+TS), with the "
                    "temperatures `ssal evaluate` fitted on the validation split (RUN_DIR/eval.json)")  # fmt: skip
     p.set_defaults(func=run)
