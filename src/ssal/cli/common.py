@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_checkpoint", "add_data_root", "add_device", "add_run_inputs"]
+__all__ = ["add_checkpoint", "add_config_arguments", "add_data_root", "add_device", "add_run_inputs"]
 
 
 def add_checkpoint(p: argparse.ArgumentParser) -> None:
@@ -39,3 +39,10 @@ def add_run_inputs(p: argparse.ArgumentParser) -> None:
     add_checkpoint(p)
     add_device(p)
     add_data_root(p)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config FILE``, ``--variant NAME`` and trailing ``key=value`` overrides (train, pipeline)."""
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML config (see configs/ and docs/cli.md)")
+    p.add_argument("--variant", metavar="NAME", help="one of the config's variants (a sweep entry)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")

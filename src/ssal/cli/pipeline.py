@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .train import add_config_arguments
+from .common import add_config_arguments
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,11 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..errors import SSALError
+from .common import add_config_arguments
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ResumeAction", "add_config_arguments", "config_from_args", "register", "run"]
-
-
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """``--config FILE``, ``--variant NAME`` and trailing ``key=value`` overrides (shared by train and pipeline)."""
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML config (see configs/ and docs/cli.md)")
-    p.add_argument("--variant", metavar="NAME", help="one of the config's variants (a sweep entry)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=0.05")
+__all__ = ["ResumeAction", "config_from_args", "register", "run"]
 
 
 class ResumeAction(argparse.Action):
