@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,12 +138,23 @@ def test_fit_temperature_recovers_the_scale_of_overconfident_logits() -> None:
         fit_temperature(z[:0], y[:0])
 
 
-@pytest.mark.slow
-def test_evaluate_reports_temperature_scaling(tmp_path: Path) -> None:
-    run = tmp_path / "run"
+def _train_demo(run: Path, *overrides: str) -> None:
     cmd = [sys.executable, "-m", "ssal", "train", "--config", str(DEMO), f"run_dir={run}", "trainer.epochs=2",
-           "schedule.peak_epoch=1", "ssal.groupings=random", "trainer.progress_bar=false"]  # fmt: skip
+           "schedule.peak_epoch=1", "ssal.groupings=random", "trainer.progress_bar=false", *overrides]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch digits run with two branches and a validation split, not evaluated yet."""
+    run = tmp_path_factory.mktemp("ts") / "run"
+    _train_demo(run)
+    return run
+
+
+@pytest.mark.slow
+def test_evaluate_reports_temperature_scaling(demo_run: Path, tmp_path: Path) -> None:
+    run = demo_run
     res = subprocess.run([sys.executable, "-m", "ssal", "evaluate", str(run)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     ev = json.loads((run / "eval.json").read_text())
@@ -152,8 +164,7 @@ def test_evaluate_reports_temperature_scaling(tmp_path: Path) -> None:
     assert "+TR +TS (T = " in res.stdout
     # without a held-out split: no temperatures, and the report says so
     run2 = tmp_path / "noval"
-    subprocess.run([*cmd[:6], f"run_dir={run2}", *cmd[7:], "data.val_fraction=0", "ssal.branches=[]"],
-                   check=True, capture_output=True)  # fmt: skip
+    _train_demo(run2, "data.val_fraction=0", "ssal.branches=[]")
     res = subprocess.run([sys.executable, "-m", "ssal", "evaluate", str(run2)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     ev = json.loads((run2 / "eval.json").read_text())
@@ -162,7 +173,7 @@ def test_evaluate_reports_temperature_scaling(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_predict_and_export_use_the_fitted_temperatures(tmp_path: Path) -> None:
+def test_predict_and_export_use_the_fitted_temperatures(demo_run: Path, tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
@@ -172,9 +183,8 @@ def test_predict_and_export_use_the_fitted_temperatures(tmp_path: Path) -> None:
     from ssal.runs import load_run
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ssal", "train", "--config", str(DEMO), f"run_dir={run}", "trainer.epochs=2",
-           "schedule.peak_epoch=1", "ssal.groupings=random", "trainer.progress_bar=false"]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
+    shutil.copytree(demo_run, run)
+    (run / "eval.json").unlink(missing_ok=True)
     with pytest.raises(SSALError, match="ssal evaluate"):
         load_temperatures(run)
     subprocess.run([sys.executable, "-m", "ssal", "evaluate", str(run)], check=True, capture_output=True)
