@@ -103,7 +103,7 @@ def test_lc_is_not_scored_on_the_split_it_is_fitted_on(tmp_path: Path, caplog: p
         assert main(["evaluate", str(run), "--split", "val"]) == 0
     ev = json.loads((run / "eval_val.json").read_text())
     assert ev["lc_top1"] is None and ev["jp_top1"] is not None
-    assert "+LC is fitted on the validation split, so it is not reported on it" in caplog.text
+    assert "+LC and +TS are fitted on the validation split, so they are not reported on it" in caplog.text
     assert "validation images for 10 classes" not in caplog.text  # 287 held-out images: enough for +LC
 
 

@@ -217,9 +217,18 @@ def _evaluate_run(
         val_out, val_y = collect_outputs(
             info.model, make_loader(cfg, data, data.val, train=False, device=device), prec, what, tta
         )
+    elif split == "val":
+        log.warning(
+            "+LC and +TS are fitted on the validation split, so they are not reported on it (in-sample scores)"
+            if info.groupings
+            else "+TS is fitted on the validation split, so it is not reported on it (an in-sample score)"
+        )
     else:
-        why = "evaluating on the validation split itself" if split == "val" else "no held-out split besides test"
-        log.warning("%s: no temperature scaling (+TS)%s", why, " and no +LC" if info.groupings else "")
+        log.warning(
+            "no held-out split besides the test split (data.val_fraction=0, or folder data without test/): "
+            "no temperature scaling (+TS)%s",
+            " and no +LC" if info.groupings else "",
+        )
     lc, lc_on = None, None
     if info.groupings and val_out is not None and val_y is not None:
         lc, lc_on = _fit_lc(info, val_out, val_y), "val"

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation
 
 from .errors import SSALError
 from .features import Layout
@@ -114,16 +115,12 @@ AUXNETS: dict[str, str] = {
 }
 
 
-class ConvBNReLU(nn.Sequential):
-    """Conv2d (no bias) + BatchNorm2d + ReLU, 'same' padding for odd kernels."""
+class ConvBNReLU(Conv2dNormActivation):
+    """Conv2d (no bias) + BatchNorm2d + ReLU, 'same' padding for odd kernels (torchvision's block)."""
 
     def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int = 1) -> None:
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-        super().__init__(
-            nn.Conv2d(cin, cout, (kh, kw), stride, padding=(kh // 2, kw // 2), bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
+        super().__init__(cin, cout, (kh, kw), stride, padding=(kh // 2, kw // 2), inplace=True)
 
 
 def group_log_probs(logits: torch.Tensor, gamma: torch.Tensor, num_groups: int) -> torch.Tensor:
