@@ -115,7 +115,7 @@ def mix_batch(
         x[:, :, y0:y1, x0:x1] = other[:, :, y0:y1, x0:x1]
     else:
         x.mul_(lam).add_(other, alpha=1.0 - lam)
-    return x, onehot.mul_(lam).add_(onehot.roll(1, 0), alpha=1.0 - lam)
+    return x, onehot.roll(1, 0).mul_(1.0 - lam).add_(onehot, alpha=lam)
 
 
 def erase_batch(x: Tensor, p: float, gen: torch.Generator, scale=(0.02, 0.33), ratio=(0.3, 3.3)) -> Tensor:
@@ -157,11 +157,12 @@ class MixCollate:
         from torchvision.transforms import v2
 
         self.s, self.num_classes = s.check(), int(num_classes)
-        modes = [
-            (v2.MixUp(alpha=s.mixup, num_classes=self.num_classes), 1.0 - s.switch_prob if s.cutmix > 0 else 1.0),
-            (v2.CutMix(alpha=s.cutmix, num_classes=self.num_classes), s.switch_prob if s.mixup > 0 else 1.0),
-        ]
-        used = [(t, p) for (t, p), alpha in zip(modes, (s.mixup, s.cutmix), strict=True) if alpha > 0]
+        both = s.mixup > 0 and s.cutmix > 0
+        used = []  # (transform, weight): torchvision's Beta needs an alpha > 0, so only the modes that are on
+        if s.mixup > 0:
+            used.append((v2.MixUp(alpha=s.mixup, num_classes=self.num_classes), 1.0 - s.switch_prob if both else 1.0))
+        if s.cutmix > 0:
+            used.append((v2.CutMix(alpha=s.cutmix, num_classes=self.num_classes), s.switch_prob if both else 1.0))
         self.mix = v2.RandomChoice([t for t, _ in used], p=[p for _, p in used]) if used else None
 
     def __call__(self, batch: list[Any]) -> tuple[Tensor, Tensor]:
