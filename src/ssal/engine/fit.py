@@ -20,6 +20,7 @@ from ..errors import SSALError
 from ..io import check_output_path
 from ..online import ONLINE_SOURCES, OnlineGrouping
 from ..runs import RunPaths, check_resumable, load_checkpoint, read_metrics, state_dict_mismatch
+from .loggers import check_logger_packages, mlflow_uri
 from .task import SSALDataModule, SSALTask
 from .trainer import LastCheckpoint, RunWriter, build_trainer, ema_callback, quiet_lightning
 
@@ -86,6 +87,8 @@ def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> F
     for line in ignored_settings(cfg):
         log.warning("%s: %s", cfg.name, line)
     paths = RunPaths(Path(cfg.run_dir))
+    loggers = cfg.trainer.loggers
+    check_logger_packages(loggers, mlflow_uri(cfg, paths) if "mlflow" in loggers else "")  # before any work
     if not dry_run:
         check_output_path(paths.root, "dir")
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
@@ -131,7 +134,9 @@ def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> F
             g.save(paths.grouping(i))
 
     writer = RunWriter(paths, "jp_top1" if groupings else "f_top1", on_setup=write_run_files, compute=meter)
-    trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks)
+    trainer = build_trainer(
+        cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks, resume=ckpt is not None
+    )
     try:
         with signals.deferred():
             trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
