@@ -252,3 +252,12 @@ def test_bad_augmentation_settings_name_their_key(override: str, key: str, capsy
     assert main(["train", "--config", str(DEMO), override, "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0]
+
+
+def test_mixing_settings_without_mixing_are_named_as_ignored() -> None:
+    from ssal.config import ignored_settings
+
+    assert any("data.mix_prob" in line for line in ignored_settings(load_config(DEMO, ["data.mix_prob=0.5"])))
+    lines = ignored_settings(load_config(DEMO, ["data.mixup=0.8", "data.mix_switch_prob=0.2"]))
+    assert any("data.mix_switch_prob" in line for line in lines)
+    assert ignored_settings(load_config(DEMO, ["data.mixup=0.8", "data.cutmix=1", "data.mix_switch_prob=0.2"])) == []
