@@ -165,9 +165,11 @@ def test_loss_names_mismatched_targets_and_groupings() -> None:
     out = ssal.SSALOutput(torch.randn(5, 6), (torch.randn(5, 3), torch.randn(5, 2)))
     y = torch.randint(0, 6, (5,))
     loss = ssal.SSALLoss(gam)
-    for bad in (y.int(), y.float(), y[:, None], nn.functional.one_hot(y, 6).float(), y[:4]):
+    onehot = nn.functional.one_hot(y, 6)
+    for bad in (y.int(), y.float(), y[:, None], onehot, onehot[:, :5].float(), onehot[:4].float(), y[:4]):
         with pytest.raises(SSALError, match="class indices of shape"):
             loss(out, bad)
+    assert torch.allclose(loss(out, onehot.float()).total, loss(out, y).total)  # soft targets (B, C): mixup
     with pytest.raises(SSALError, match="gamma 0 maps 6 classes to 2 groups but .* branch 0 3 groups"):
         ssal.SSALLoss(gam[::-1])(out, y)  # was silently accepted (k=2 targets on 3 logits) or an IndexError
     with pytest.raises(SSALError, match="gamma 0 maps 8 classes"):

@@ -26,6 +26,7 @@ from .data import (
     split_train_val,
 )
 from .data.folder import FolderSplit, class_folders, empty_class_folders
+from .data.mixing import MixSettings
 from .errors import SSALError
 from .grouping import (
     Grouping,
@@ -44,6 +45,7 @@ from .prediction import validate_eta
 
 __all__ = [
     "DataBundle",
+    "augmentation",
     "branch_configs",
     "build_loss",
     "build_model",
@@ -362,6 +364,7 @@ def make_loader(
             **sizes,
             class_names=data.class_names,
             skip_broken=d.skip_broken,
+            **(augmentation(d) if train else {}),
         )
         return out[0] if isinstance(out, tuple) else out
     return DeviceLoader(
@@ -375,4 +378,11 @@ def make_loader(
         rank=rank,
         world_size=world_size,
         channels_last=cfg.trainer.channels_last,
+        **(augmentation(d) if train else {}),
     )
+
+
+def augmentation(d: DataConfig) -> dict[str, Any]:
+    """The training loaders' options of mixup / cutmix, auto_augment and random erasing (both data paths)."""
+    mix = MixSettings(d.mixup, d.cutmix, d.mix_prob, d.mix_switch_prob)
+    return {"mix": mix, "auto_augment": d.auto_augment, "random_erasing": d.random_erasing}

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .data import AUGMENTATIONS, DATASETS, data_home, default_root
+from .data.mixing import AUTO_AUGMENTS
 from .errors import SSALError
 from .grouping import CRITERIA, shipped_groupings
 from .hardware import PRECISIONS
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("triangular", "warmup_linear", "warmup_cosine", "step", "constant")
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # trainer.loggers; metrics.csv is always written
 
 
 @dataclass
@@ -66,6 +68,12 @@ class DataConfig:
     per_class: int = 0  # train on a seeded stratified subset of N images per class (0: all); val is split off first
     augment: str = "cifar"  # small images: cifar (shift + flip) | shift | none; folder data: the ImageNet transforms
     max_shift: int = 5  # pixels of random translation with reflect padding (authors' CIFAR code: 5)
+    mixup: float = 0.0  # mixup alpha (Beta(alpha, alpha)); 0: off. Training batches only, targets become soft
+    cutmix: float = 0.0  # cutmix alpha; 0: off
+    mix_prob: float = 1.0  # probability that a training batch is mixed (when mixup or cutmix is on)
+    mix_switch_prob: float = 0.5  # with both on: probability of cutmix rather than mixup for a batch
+    auto_augment: str = "none"  # none | randaugment | trivialaugment (torchvision transforms.v2, per image)
+    random_erasing: float = 0.0  # probability of erasing a random box of each training image (0: off)
     normalize: bool = True  # per-channel mean/std normalisation inside the model
     batch_size: int = 64
     eval_batch_size: int = 256
@@ -152,6 +160,9 @@ class TrainerConfig:
     deterministic: bool = False
     threads: int = 0  # torch.set_num_threads on CPU (0: leave torch's default)
     ema_decay: float = 0.0  # exponential moving average of the weights (e.g. 0.99; 0: off); checkpoints hold it
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])  # csv | tensorboard | mlflow | wandb
+    mlflow_uri: str = ""  # MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/../mlflow.db
+    experiment: str = "ssal"  # MLflow experiment / W&B project of the run
 
 
 @dataclass
@@ -288,6 +299,13 @@ def validate(cfg: Config) -> Config:
     _need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size", "batch sizes must be >= 1")
     _need(d.max_shift >= 0, "data.max_shift", f"must be >= 0, got {d.max_shift}")
     _need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
+    for key, a in (("data.mixup", d.mixup), ("data.cutmix", d.cutmix)):
+        _need(0.0 <= a < math.inf, key, f"is a Beta alpha: a finite number >= 0 (0: off), got {a}")
+    for key, v in (("data.mix_prob", d.mix_prob), ("data.mix_switch_prob", d.mix_switch_prob)):
+        _need(0.0 <= v <= 1.0, key, f"must be a probability in [0, 1], got {v}")
+    _need(0.0 <= d.random_erasing <= 1.0, "data.random_erasing", f"must be in [0, 1], got {d.random_erasing}")
+    aa = d.auto_augment
+    _need(aa in AUTO_AUGMENTS, "data.auto_augment", f"must be one of {', '.join(AUTO_AUGMENTS)}, got {aa!r}")
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
     choices = ("random", "superclasses", "confusion", "online", "weights", "probe", *shipped_groupings())
     _need(
@@ -351,6 +369,10 @@ def validate(cfg: Config) -> Config:
     _need(t.val_every >= 1, "trainer.val_every", f"must be >= 1, got {t.val_every}")
     _need(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", f"must be >= 1, got {t.log_every_n_steps}")
     _need(0 <= t.threads <= 4096, "trainer.threads", f"must be 0 (torch's default) to 4096, got {t.threads}")
+    bad = [x for x in t.loggers if x not in LOGGERS]
+    _need(not bad, "trainer.loggers", f"takes {', '.join(LOGGERS)}; got {bad[0] if bad else ''!r}")
+    _need(len(set(t.loggers)) == len(t.loggers), "trainer.loggers", f"names a logger twice: {t.loggers}")
+    _need(bool(t.experiment.strip()), "trainer.experiment", "must not be empty")
     for key, seed in (("seed", cfg.seed), ("data.split_seed", d.split_seed), ("ssal.grouping_seed", s.grouping_seed)):
         _need(0 <= seed < 2**32, key, f"must be in [0, 2**32), got {seed}")
     _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
@@ -375,6 +397,13 @@ def ignored_settings(cfg: Config) -> list[str]:
         out.append(f"schedule.final_lr is not used by schedule.name={sc.name} (triangular, warmup_*)")
     if cfg.has_branches and s.regroup_every > 0 and s.groupings not in ("online", "weights", "probe"):
         out.append(f"ssal.regroup_every is used by ssal.groupings=online / weights only; ignored with {s.groupings}")
+    d = cfg.data
+    if d.mix_prob != DataConfig.mix_prob and not (d.mixup > 0 or d.cutmix > 0):
+        out.append("data.mix_prob is used with data.mixup or data.cutmix only; both are off")
+    if d.mix_switch_prob != DataConfig.mix_switch_prob and not (d.mixup > 0 and d.cutmix > 0):
+        out.append("data.mix_switch_prob chooses between data.mixup and data.cutmix; it needs both on")
+    if cfg.trainer.mlflow_uri and "mlflow" not in cfg.trainer.loggers:
+        out.append("trainer.mlflow_uri is used by trainer.loggers=[mlflow] only")
     if m.mean is not None and not cfg.data.normalize:
         out.append("model.mean / model.std are ignored: data.normalize is false (no normalisation inside the model)")
     return out

@@ -14,7 +14,7 @@ from .architecture import SSALOutput
 from .errors import SSALError
 from .grouping import Grouping
 
-__all__ = ["LossParts", "SSALLoss", "as_gammas"]
+__all__ = ["LossParts", "SSALLoss", "as_gammas", "group_targets", "membership"]
 
 
 class LossParts(NamedTuple):
@@ -33,6 +33,23 @@ def as_gammas(groupings: Sequence[Grouping | torch.Tensor | Sequence[int]]) -> l
     return out
 
 
+def membership(gamma: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """The C x k one-hot membership matrix of ``gamma`` (row c is the one-hot of gamma(c))."""
+    return F.one_hot(gamma.long(), int(gamma.max()) + 1 if k is None else k).float()
+
+
+def group_targets(target: torch.Tensor, gamma: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """A branch's soft group targets (B, k): the class targets (B, C) summed over each group's members.
+
+    ``target`` is a (mixed) distribution over classes (mixup, cutmix); ``target @ membership(gamma)``.
+    Class indices (B,) give the one-hot of gamma(y).
+    """
+    m = membership(gamma.to(target.device), k)
+    if target.dim() == 1:
+        return m[target]
+    return target.float() @ m
+
+
 class SSALLoss(nn.Module):
     """L = lambda_1 * CE(f(x), y) + sum_i lambda_2,i * CE(g_i(x), gamma_i(y))  (paper Eq. 3).
 
@@ -44,6 +61,10 @@ class SSALLoss(nn.Module):
         group_smoothing: f's smoothing mass goes to the true class's group mates under the first branch's grouping
             (uniformly over the other members of gamma_1(y); a class alone in its group keeps it) instead of to
             every class: group-aware label smoothing.
+
+    ``target`` is class indices (B,) or soft class targets (B, C), e.g. mixed by mixup/cutmix. A branch's soft
+    target is then ``group_targets`` (the class targets summed over each group). Smoothing is linear in the
+    one-hot, so applying it to the mixed target equals mixing the smoothed one-hots (as timm does).
     """
 
     def __init__(
@@ -82,16 +103,22 @@ class SSALLoss(nn.Module):
     def forward(self, out: SSALOutput, target: torch.Tensor) -> LossParts:
         """The weighted total and each term; branches missing from ``out`` (main-only mode) are skipped."""
         self._check(out, target)
-        ls = self.label_smoothing
+        ls, soft = self.label_smoothing, target.dim() == 2
         if self.group_smoothing and ls > 0:
-            main = F.cross_entropy(out.main.float(), self.group_smoothed_target(target))
+            if soft:  # the mixture of the rows of the C x C matrix of each class's group-smoothed target
+                c = target.shape[1]
+                smoothed = target.float() @ self.group_smoothed_target(torch.arange(c, device=target.device))
+            else:
+                smoothed = self.group_smoothed_target(target)
+            main = F.cross_entropy(out.main.float(), smoothed)
         else:
-            main = F.cross_entropy(out.main.float(), target, label_smoothing=ls)
+            main = F.cross_entropy(out.main.float(), target.float() if soft else target, label_smoothing=ls)
         total = self.main_weight * main
         aux = []
         for i, logits in enumerate(out.aux):
             gamma = getattr(self, f"gamma{i}").to(target.device)
-            term = F.cross_entropy(logits.float(), gamma[target], label_smoothing=ls)
+            tg = group_targets(target, gamma, self.group_counts[i]) if soft else gamma[target]
+            term = F.cross_entropy(logits.float(), tg, label_smoothing=ls)
             aux.append(term)
             total = total + self.aux_weights[i] * term
         return LossParts(total, main, tuple(aux))
@@ -108,15 +135,18 @@ class SSALLoss(nn.Module):
         return (1 - ls) * onehot + ls * (mates / n.clamp_min(1) + alone * onehot)
 
     def _check(self, out: SSALOutput, target: torch.Tensor) -> None:
-        """Shapes only (no device sync): an SSALOutput with no more branches than groupings, long class indices (B,),
-        and each gamma_i matching the outputs it meets."""
+        """Shapes only (no device sync): an SSALOutput with no more branches than groupings, long class indices (B,)
+        or float soft targets (B, C), and each gamma_i matching the outputs it meets."""
         if not (hasattr(out, "main") and hasattr(out, "aux")):
             raise SSALError(f"SSALLoss takes the SSALOutput of an SSALModel, got {type(out).__name__}")
         if len(out.aux) > self.num_branches:
             raise SSALError(f"the model has {len(out.aux)} branches but the loss knows {self.num_branches} groupings")
-        if target.dim() != 1 or target.shape[0] != out.main.shape[0] or target.dtype != torch.long:
+        b, c = out.main.shape[0], out.main.shape[-1]
+        hard = target.dim() == 1 and target.dtype == torch.long
+        soft = target.dim() == 2 and target.is_floating_point() and target.shape[1] == c
+        if not (hard or soft) or target.shape[0] != b:
             raise SSALError(
-                f"the target must be class indices of shape ({out.main.shape[0]},), "
+                f"the target must be class indices of shape ({b},) or soft targets of shape ({b}, {c}), "
                 f"got {target.dtype} of shape {tuple(target.shape)}"
             )
         for i, logits in enumerate(out.aux[: self.num_branches]):

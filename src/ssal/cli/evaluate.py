@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="test accuracy of a run: +TR, +JP, +LC, group accuracy, parameters",
         description="Evaluate a run on its test split. +LC is fitted on the held-out validation split with the "
-        "model frozen. Prints a Markdown table and writes RUN_DIR/eval.md and eval.json.",
+        "model frozen. Prints a Markdown table and writes RUN_DIR/eval.md and eval.json; a run trained with an "
+        "MLflow or W&B logger gets the numbers logged to that run too (RUN_DIR/loggers.json).",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--split", default="test", choices=("test", "val"), help="split to report on (default test)")
@@ -54,4 +55,10 @@ def _run(args: argparse.Namespace) -> int:
     md, _ = save_report(rep, args.run_dir, stem)
     sys.stdout.write(format_report(rep))
     log.info("wrote %s", md)
+    from dataclasses import asdict
+
+    from ..engine.loggers import log_evaluation
+
+    for name in log_evaluation(args.run_dir, asdict(rep), stem):  # the run's MLflow / W&B run, if it had one
+        log.info("logged %s to the run's %s run", stem, name)
     return 0

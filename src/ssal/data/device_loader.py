@@ -1,16 +1,21 @@
 """The fast data path for small images (airbench style): the uint8 data set lives on the device, each batch is an
-index into it, and augmentation (random shift with reflect padding, horizontal flip) is two batched copies."""
+index into it, and augmentation (random shift with reflect padding, horizontal flip) is two batched copies.
+
+Optional, off by default: RandAugment / TrivialAugmentWide per image (torchvision ``transforms.v2`` on the device),
+random erasing per image and mixup / cutmix per batch (``ssal.data.mixing``), all seeded per epoch."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import SSALError
 from .arrays import ImageArrays
+from .mixing import AUTO_AUGMENTS, MixPlan, MixSettings, auto_augment_transform, erase_batch, mix_batch
 from .specs import AUGMENTATIONS
 
 __all__ = ["DeviceLoader", "augment_batch", "gather_augmented"]
@@ -65,12 +70,17 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 class DeviceLoader:
     """Iterates ``(x, y)`` batches of an ``ImageArrays`` kept on ``device``: x float32 (B, 3, H, W) in [0, 1]
-    (the model normalises), y int64 (B,).
+    (the model normalises), y int64 (B,); in training with ``mix`` active, y is soft class targets float32 (B, C)
+    (one-hot in a batch that does not mix).
 
     Training: every epoch draws one seeded permutation (identical on every rank) plus per-sample shifts/flips;
     rank r takes positions r::world_size of it, so shards are disjoint and equally long (the epoch is cut to a
     multiple of ``world_size``). Evaluation: fixed order, no augmentation, every sample exactly once over all
     ranks; with unequal shards the batches are balanced so all ranks yield the same number of batches.
+
+    Training only: ``auto_augment`` (``randaugment`` | ``trivialaugment``, torchvision's v2 policy applied to each
+    uint8 image, one call per image: slower than the rest of the path), ``random_erasing`` (probability per image)
+    and ``mix`` (mixup / cutmix per batch). Their randomness is drawn from (seed, epoch, rank), as the permutation.
     """
 
     def __init__(
@@ -87,8 +97,18 @@ class DeviceLoader:
         world_size: int = 1,
         drop_last: bool | None = None,
         channels_last: bool = False,
+        mix: MixSettings | None = None,
+        auto_augment: str = "none",
+        random_erasing: float = 0.0,
     ) -> None:
         _check_options(data, batch_size, augment, max_shift, rank, world_size)
+        if auto_augment not in AUTO_AUGMENTS:
+            raise SSALError(f"unknown auto_augment {auto_augment!r}; choose one of {', '.join(AUTO_AUGMENTS)}")
+        if not 0.0 <= float(random_erasing) <= 1.0:
+            raise SSALError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
+        self.mix = (mix or MixSettings()).check()
+        self.auto_augment, self.random_erasing = auto_augment, float(random_erasing)
+        self._policy = auto_augment_transform(auto_augment) if train else None
         self.data, self.batch_size, self.train = data, int(batch_size), bool(train)
         self.augment, self.max_shift, self.seed = augment, int(max_shift), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
@@ -168,14 +188,44 @@ class DeviceLoader:
         epoch, start = self.epoch, self._start_batch
         self.epoch, self._start_batch = epoch + 1, 0  # forgetting set_epoch still gives a fresh permutation
         order, shifts, flips = (None if t is None else t.to(self.device) for t in self._epoch_plan(epoch))
-        yield from self._batches(order, shifts, flips, self._bounds(order.numel())[start:])
+        bounds = self._bounds(order.numel())
+        extra = self._extra_plan(epoch, len(bounds)) if self.train else None
+        yield from self._batches(order, shifts, flips, bounds, extra, start)
 
-    def _batches(self, order, shifts, flips, bounds) -> Iterator[tuple[Tensor, Tensor]]:
-        for lo, hi in bounds:
+    def _extra_plan(self, epoch: int, n_batches: int) -> tuple[MixPlan, Tensor]:
+        """The epoch's mixing parameters and one seed per batch (auto_augment, random erasing), from their own
+        generator: turning them on leaves the permutation, shifts and flips of the epoch as they were."""
+        seed = [self.seed, epoch, self.rank, 0x5EED]
+        plan = MixPlan.draw(self.mix, n_batches, np.random.default_rng(seed).integers(2**63))
+        seeds = torch.from_numpy(np.random.default_rng([*seed, 1]).integers(0, 2**62, n_batches))
+        return plan, seeds
+
+    def _batches(self, order, shifts, flips, bounds, extra, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(start, len(bounds)):
+            lo, hi = bounds[i]
             idx = order[lo:hi]
             sh, fl = None if shifts is None else shifts[lo:hi], None if flips is None else flips[lo:hi]
             x = gather_augmented(self._images, idx, sh, fl, self._layout)  # uint8, already in the final layout
-            yield x.float().div_(255.0), self._labels[idx]  # float32 in [0, 1], same memory format
+            if extra is None:
+                yield x.float().div_(255.0), self._labels[idx]  # float32 in [0, 1], same memory format
+                continue
+            yield self._train_extras(x, self._labels[idx], extra[0], int(extra[1][i]), i)
+
+    def _train_extras(self, x: Tensor, y: Tensor, plan: MixPlan, seed: int, i: int) -> tuple[Tensor, Tensor]:
+        """auto_augment (uint8), then [0, 1] floats, random erasing, and mixing (soft targets when it is on)."""
+        if self._policy is not None:
+            with torch.random.fork_rng(devices=[]):  # torchvision's policies draw from the global CPU generator
+                torch.manual_seed(seed)
+                x = torch.stack([self._policy(img) for img in x.unbind(0)]).contiguous(memory_format=self._layout)
+        x = x.float().div_(255.0)
+        if self.random_erasing > 0:
+            erase_batch(x, self.random_erasing, torch.Generator().manual_seed(seed + 1))
+        if not self.mix.active:
+            return x, y
+        if not bool(plan.apply[i]):
+            return x, torch.nn.functional.one_hot(y, self.num_classes).float()
+        centre = (float(plan.centre[i, 0]), float(plan.centre[i, 1]))
+        return mix_batch(x, y, self.num_classes, float(plan.lam[i]), bool(plan.cutmix[i]), centre)
 
 
 def _check_options(data, batch_size, augment, max_shift, rank, world_size) -> None:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..errors import SSALError
 from .arrays import per_class_indices, stratified_split
+from .mixing import MixCollate, MixSettings
 
 __all__ = [
     "FolderSplit",
@@ -55,19 +56,31 @@ class FolderSplit:
 log = logging.getLogger(__name__)
 
 
-def folder_transforms(train: bool, image_size: int = 224, resize: int = 256):
-    """The paper's ImageNet transforms (pixels in [0, 1], normalisation left to the model).
+def folder_transforms(
+    train: bool, image_size: int = 224, resize: int = 256, auto_augment: str = "none", random_erasing: float = 0.0
+):
+    """The paper's ImageNet transforms (torchvision ``transforms.v2``; pixels in [0, 1], normalisation left to the
+    model).
 
-    Train: RandomResizedCrop(image_size), ColorJitter(0.4, 0.4, 0.4), horizontal flip; evaluation: Resize(resize)
-    then CenterCrop(image_size).
+    Train: RandomResizedCrop(image_size), ColorJitter(0.4, 0.4, 0.4), horizontal flip, then optionally
+    ``auto_augment`` (``randaugment`` | ``trivialaugment``) and RandomErasing with probability ``random_erasing``
+    (erased pixels 0); evaluation: Resize(resize) then CenterCrop(image_size).
     """
-    from torchvision import transforms as T
+    import torch
+    from torchvision.transforms import v2
+
+    from .mixing import auto_augment_transform
 
     if train:
-        steps = [T.RandomResizedCrop(image_size), T.ColorJitter(0.4, 0.4, 0.4), T.RandomHorizontalFlip()]
+        steps = [v2.RandomResizedCrop(image_size), v2.ColorJitter(0.4, 0.4, 0.4), v2.RandomHorizontalFlip()]
+        policy = auto_augment_transform(auto_augment)
+        steps += [policy] if policy is not None else []
     else:
-        steps = [T.Resize(resize), T.CenterCrop(image_size)]
-    return T.Compose([*steps, T.ToTensor()])
+        steps = [v2.Resize(resize), v2.CenterCrop(image_size)]
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if train and random_erasing > 0:
+        steps.append(v2.RandomErasing(p=random_erasing))
+    return v2.Compose(steps)
 
 
 def class_folders(folder: str | os.PathLike) -> list[str]:
@@ -137,6 +150,7 @@ def _image_folder(
     resize: int,
     class_names: Sequence[str] | None = None,
     allow_empty: bool = False,
+    augment: dict[str, Any] | None = None,
 ) -> Any:
     """torchvision's ImageFolder whose label of a class folder is its position in ``class_names`` (the class names
     of train/), so that a split with fewer classes keeps the labels of train/; a class folder that train/ does not
@@ -163,7 +177,7 @@ def _image_folder(
             return present, {c: names.index(c) for c in present}
 
     try:
-        tf = folder_transforms(train, image_size, resize)
+        tf = folder_transforms(train, image_size, resize, **(augment or {}) if train else {})
         ds = _Named(str(folder), transform=tf, loader=_decode, allow_empty=allow_empty)
     except SSALError:
         raise
@@ -286,12 +300,17 @@ def build_folder_loader(
     resize: int = 256,
     class_names: Sequence[str] | None = None,
     skip_broken: bool = False,
+    mix: MixSettings | None = None,
+    auto_augment: str = "none",
+    random_erasing: float = 0.0,
 ) -> DataLoader:
     """A DataLoader over ``root/split`` (ImageFolder layout) yielding (x float (B, 3, S, S) in [0, 1], y int64).
 
     The label of a class folder is its position in ``class_names`` (default: the sorted folder names of this split),
     so evaluating on a split that lacks a class keeps the labels of training; the loader carries ``class_names``.
     ``skip_broken`` leaves out the files ``check_images`` finds unreadable (one warning names them).
+    Training only: ``auto_augment``, ``random_erasing`` (``folder_transforms``) and ``mix`` (mixup / cutmix in the
+    collate function, ``MixCollate``: y becomes soft targets (B, C)); workers draw from seeded generators.
     Training shuffles with a sampler reseeded by ``loader.sampler.set_epoch(e)`` (Lightning calls it every epoch),
     so epoch e's order does not depend on how many epochs ran before in this process; under DDP
     (``distributed``) that sampler also shards the data.
@@ -300,7 +319,8 @@ def build_folder_loader(
         raise SSALError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
     split = split if isinstance(split, FolderSplit) else FolderSplit(split)
     path = Path(root).expanduser() / split.folder  # val/ and test/ may lack a class, or hold it as an empty folder
-    folder = _image_folder(path, train, image_size, resize, class_names, allow_empty=split.folder != "train")
+    augment = {"auto_augment": auto_augment, "random_erasing": random_erasing}
+    folder = _image_folder(path, train, image_size, resize, class_names, split.folder != "train", augment)
     if skip_broken:  # before a stratified split, which then divides the readable images
         found = check_images(path, skip=True, reuse=True)
         broken = {os.path.normpath(p) for p in found}
@@ -335,6 +355,7 @@ def build_folder_loader(
         persistent_workers=False,  # workers restart every epoch, seeded from (seed, epoch, rank, worker)
         generator=gen,
         worker_init_fn=_seed_worker,
+        collate_fn=MixCollate(mix, len(folder.classes)) if train and mix is not None and mix.active else None,
     )
     dataset.ssal_seed = (int(seed), int(rank))  # type: ignore[union-attr]
     dataset.ssal_epoch = 0  # type: ignore[union-attr]

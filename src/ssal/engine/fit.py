@@ -22,6 +22,7 @@ from ..io import check_output_path
 from ..lock import run_lock
 from ..online import ONLINE_SOURCES, OnlineGrouping
 from ..runs import RunPaths, check_resumable, load_checkpoint, read_metrics, state_dict_mismatch
+from .loggers import check_logger_packages, mlflow_uri
 from .task import SSALDataModule, SSALTask
 from .trainer import LastCheckpoint, RunWriter, build_trainer, ema_callback, quiet_lightning
 
@@ -120,6 +121,8 @@ def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> F
     for line in ignored_settings(cfg):
         log.warning("%s: %s", cfg.name, line)
     paths = RunPaths(Path(cfg.run_dir))
+    loggers = cfg.trainer.loggers
+    check_logger_packages(loggers, mlflow_uri(cfg, paths) if "mlflow" in loggers else "")  # before any work
     if dry_run:
         return _fit_locked(cfg, paths, resume, dry_run)
     check_output_path(paths.root, "dir")
@@ -191,7 +194,9 @@ def _fit_locked(
             g.save(paths.grouping(i))
 
     writer = RunWriter(paths, "jp_top1" if groupings else "f_top1", on_setup=write_run_files, compute=meter)
-    trainer = build_trainer(cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks)
+    trainer = build_trainer(
+        cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks, resume=ckpt is not None
+    )
     try:
         with signals.deferred():
             trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)

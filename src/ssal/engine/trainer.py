@@ -1,4 +1,4 @@
-"""The Lightning Trainer of a run and its callbacks: metrics.csv, best/last checkpoints (atomic), EMA."""
+"""The Lightning Trainer of a run and its callbacks: metrics.csv, loggers, best/last checkpoints (atomic), EMA."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar, WeightAveraging
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from .. import signals
@@ -23,6 +22,7 @@ from ..errors import SSALError
 from ..hardware import resolve_precision
 from ..online import ONLINE_SOURCES
 from ..runs import RunPaths, load_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .loggers import LoggerSync, build_loggers
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -105,8 +105,8 @@ class RunWriter(L.Callback):
         if trainer.is_global_zero:
             self.rows.append(row)
             write_metrics(self.paths.metrics, self.rows)
-            if trainer.logger is not None:
-                trainer.logger.log_metrics({f"epoch/{k}": float(v) for k, v in row.items()}, step=row["epoch"])
+            for lg in trainer.loggers:  # trainer.loggers: per-epoch rows as epoch/*
+                lg.log_metrics({f"epoch/{k}": float(v) for k, v in row.items()}, step=row["epoch"])
             log.info(_summary(row))
 
 
@@ -228,10 +228,18 @@ def ema_callback(decay: float) -> L.Callback:
 
 
 def build_trainer(
-    cfg: Config, paths: RunPaths, writer: RunWriter, has_val: bool, callbacks: list[L.Callback] | None = None
+    cfg: Config,
+    paths: RunPaths,
+    writer: RunWriter,
+    has_val: bool,
+    callbacks: list[L.Callback] | None = None,
+    resume: bool = False,
 ) -> L.Trainer:
-    """The Lightning Trainer of a run: devices, nodes, strategy, precision, logging, checkpoints, progress bar."""
+    """The Lightning Trainer of a run: devices, nodes, strategy, precision, loggers (``trainer.loggers``; with
+    ``resume`` the MLflow / W&B runs continue), checkpoints, progress bar."""
     t = cfg.trainer
+    loggers = build_loggers(cfg, paths, resume)
+    sync = [LoggerSync(cfg, paths)] if loggers else []
     strategy = t.strategy
     many = t.num_nodes > 1 or t.devices == "auto" or int(t.devices) > 1
     if cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches and many and strategy in ("auto", "ddp"):
@@ -250,8 +258,8 @@ def build_trainer(
             precision=resolve_precision(t.precision, t.accelerator),  # type: ignore[arg-type]
             max_epochs=t.epochs,
             limit_train_batches=t.limit_train_batches,
-            logger=TensorBoardLogger(save_dir=str(paths.root), name="tb", version="", default_hp_metric=False),
-            callbacks=[*(callbacks or []), *progress, writer, *checkpoints, LastCheckpoint(paths)],
+            logger=loggers or False,
+            callbacks=[*(callbacks or []), *progress, writer, *checkpoints, LastCheckpoint(paths), *sync],
             plugins=[AtomicCheckpointIO()],
             enable_progress_bar=bar,
             enable_model_summary=False,
