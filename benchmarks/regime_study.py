@@ -9,6 +9,8 @@ test split), trained for enough epochs that the baseline converges; every arm ge
   output_groups    zero cost: the superclass loss on f's own output (no head)
   group_smoothing  zero cost: f's label smoothing goes to the true class's superclass mates
   two_stage        the paper's SSAL: groups (k = 20, join) from base's validation confusion, then the branch
+  mixup            the baseline with mixup (alpha 0.8) / cutmix (alpha 1.0), switched per batch as in timm
+  mixup_superclasses  the superclass branch with mixup / cutmix (the branch's targets mix too)
   paper_two_stage  the paper's branch set of the model (`ssal.branches: paper`, e.g. ResNet-18's two branches of
                    Table 1 with k = 20 and 50), groups from base's validation confusion, eta 1, aux weight 1
 
@@ -36,8 +38,19 @@ from common import mean_std, read_eval, ssal
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "cifar100_regime.yaml"
-ARMS = ("base", "base125", "superclasses", "random", "output_groups", "group_smoothing", "two_stage", "paper_two_stage")
-VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing"}
+ARMS = (
+    "base",
+    "base125",
+    "superclasses",
+    "random",
+    "output_groups",
+    "group_smoothing",
+    "two_stage",
+    "paper_two_stage",
+    "mixup",
+    "mixup_superclasses",
+)
+VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing", "mixup", "mixup_superclasses"}
 #: Epochs per size (images per class): small sets need more passes to converge.
 EPOCHS = {25: 60, 50: 40, 100: 30, 250: 20, 450: 15}
 
@@ -59,7 +72,7 @@ def run_one(out: Path, size: int, seed: int, arm: str, common: list[str], epochs
     if arm in VARIANTS:
         args += ["--variant", arm]
         over.append(f"ssal.grouping_seed={seed}")
-    elif arm in ("two_stage", "paper_two_stage"):
+    elif arm in ("two_stage", "paper_two_stage", "mixup", "mixup_superclasses"):
         base = run_one(out, size, seed, "base", common, given)
         conf = base / "confusion.npy"
         if not conf.is_file():
