@@ -182,6 +182,29 @@ def summarize(out: Path, plot: Path | None, markdown: Path | None) -> str:
     return text
 
 
+def plot_curves(out: Path, path: Path) -> None:
+    """Validation top-1 of f against the epoch for every baseline (base, base125): the convergence check."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssal.runs import read_metrics
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in sorted(out.glob("n*/s*/base*")):
+        rows = [r for r in read_metrics(run / "metrics.csv") if r.get("f_top1")]
+        if rows:
+            style = "--" if run.name == "base125" else "-"
+            label = f"{run.parent.parent.name[1:]}/class, seed {run.parent.name[1:]}, {run.name}"
+            ax.plot([int(r["epoch"]) for r in rows], [float(r["f_top1"]) for r in rows], style, marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 of f (%)")
+    ax.set_title("Baselines of the regime study: validation accuracy per epoch")
+    ax.legend(fontsize=6, ncol=2)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,9 +221,12 @@ def main() -> None:
     s.add_argument("out", type=Path)
     s.add_argument("--plot", type=Path)
     s.add_argument("--markdown", type=Path)
+    s.add_argument("--curves", type=Path, help="PNG of the baselines' validation accuracy per epoch")
     a = ap.parse_args()
     if a.cmd == "summarize":
         sys.stdout.write(summarize(a.out, a.plot, a.markdown))
+        if a.curves:
+            plot_curves(a.out, a.curves)
         return
     common = [f"trainer.threads={a.threads}"] if a.threads else []
     if a.model:
