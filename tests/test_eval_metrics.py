@@ -31,3 +31,26 @@ def test_report_keeps_the_training_compute_of_a_small_run() -> None:
     assert "Training compute: 8.54e-05 PFLOP" in format_report(rep)  # not 0.0001
     rep.train_flops = 2.88e14
     assert "Training compute: 0.288 PFLOP" in format_report(rep)
+
+
+def test_collect_outputs_gives_the_callers_train_mode_back() -> None:
+    from torch import nn
+
+    import ssal
+    from ssal.evaluation import collect_outputs
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+    model = ssal.SSALModel(Net(), input_size=(3, 8, 8)).train()
+    model.backbone.fc.eval()  # a mixed state must come back exactly
+    before = model.backbone.bn.running_mean.clone()
+    out, y = collect_outputs(model, [(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))])
+    assert out.main.shape == (4, 3) and y.tolist() == [0, 1, 2, 0]
+    assert model.training and model.backbone.bn.training and not model.backbone.fc.training
+    assert torch.equal(model.backbone.bn.running_mean, before)  # evaluated in eval mode: BN statistics untouched

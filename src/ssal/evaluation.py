@@ -31,7 +31,7 @@ from .prediction import (
     negative_log_likelihood,
 )
 from .runs import RunInfo, load_run_data, read_metrics
-from .runtime import autocast, default_device
+from .runtime import autocast, default_device, eval_mode
 
 __all__ = [
     "TTA_MODES",
@@ -77,31 +77,31 @@ def collect_outputs(
     progress: str = "",
     tta: str = "none",
 ) -> tuple[SSALOutput, torch.Tensor]:
-    """Run ``model`` over every batch; returns the concatenated float32 outputs (on CPU) and targets.
+    """Run ``model`` in eval mode over every batch; returns the concatenated float32 outputs (on CPU) and targets.
 
     ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time augmentation).
     """
     if tta not in TTA_MODES:
         raise SSALError(f"test-time augmentation must be none or flip, got {tta!r}")
-    model.eval()
     p = next(model.parameters())
     mains, auxs, ys = [], [], []
     total = getattr(batches, "num_samples", None) or len(getattr(batches, "sampler", None) or ()) or None
     bar = tqdm(total=total, desc=progress or "evaluating", unit="img", leave=False,
                disable=not progress or not sys.stderr.isatty())  # fmt: skip
-    for x, y in batches:
-        bar.update(len(y))
-        x = x.to(p.device, non_blocking=True)
-        with autocast(p.device, precision):
-            out = model(x)
-            if tta == "flip":
-                o2 = model(x.flip(-1))
-                out = SSALOutput((out.main.float() + o2.main.float()) / 2, tuple(
-                    (a.float() + b.float()) / 2 for a, b in zip(out.aux, o2.aux, strict=True)
-                ))  # fmt: skip
-        mains.append(out.main.float().cpu())
-        auxs.append([a.float().cpu() for a in out.aux])
-        ys.append(y.cpu())
+    with eval_mode(model):  # the caller's train/eval modes come back afterwards
+        for x, y in batches:
+            bar.update(len(y))
+            x = x.to(p.device, non_blocking=True)
+            with autocast(p.device, precision):
+                out = model(x)
+                if tta == "flip":
+                    o2 = model(x.flip(-1))
+                    out = SSALOutput((out.main.float() + o2.main.float()) / 2, tuple(
+                        (a.float() + b.float()) / 2 for a, b in zip(out.aux, o2.aux, strict=True)
+                    ))  # fmt: skip
+            mains.append(out.main.float().cpu())
+            auxs.append([a.float().cpu() for a in out.aux])
+            ys.append(y.cpu())
     bar.close()
     if not ys:
         raise SSALError(f"no images to evaluate ({progress or 'empty split'}): the split is empty")
@@ -207,7 +207,7 @@ def _evaluate_run(
 ) -> EvalReport:
     cfg = info.config
     device = device or default_device()
-    info.model.to(device).eval()
+    info.model.to(device)
     data = data or load_run_data(info, ("train", "val", "test"))
     prec = cfg.trainer.precision
     held_out = split != "val" and data.val is not None and data.val is not data.test
@@ -399,7 +399,7 @@ def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None
     """The confusion matrix of the main classifier f on a split (default: the held-out validation split)."""
     cfg = info.config
     device = device or default_device()
-    info.model.to(device).eval()
+    info.model.to(device)
     data = load_run_data(info, (split,) if split != "val" else ("train", "val"))
     arrays = getattr(data, split)
     if arrays is None:

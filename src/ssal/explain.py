@@ -29,9 +29,9 @@ from torch import nn
 from .architecture import OUTPUT, SSALModel
 from .errors import SSALError
 from .io import atomic_write
-from .prediction import joint_probability, main_probability
+from .prediction import class_probability
 from .runs import RunInfo
-from .runtime import class_names, eval_mode, image_transform, input_size, load_image
+from .runtime import class_names, eval_mode, image_transform, input_size, load_image, run_outputs
 
 __all__ = [
     "DPI",
@@ -199,9 +199,7 @@ class Panel:
 @torch.no_grad()
 def _final_prediction(info: RunInfo, x: torch.Tensor) -> torch.Tensor:
     """+JP probabilities of a run (or +TR for a baseline), (B, C)."""
-    with eval_mode(info.model):
-        out = info.model(x.to(next(info.model.parameters()).device), with_branches=True)
-    return joint_probability(out, info.gammas, info.eta) if out.aux else main_probability(out)
+    return class_probability(run_outputs(info, x), info.gammas, info.eta)
 
 
 def explain_batch(

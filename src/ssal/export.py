@@ -28,14 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architecture import SSALModel, SSALOutput
+from .architecture import SSALModel
 from .errors import SSALError
 from .io import atomic_write, atomic_write_json
 from .models import create_model
 from .models.zoo import split_name, tv_builder_options
-from .prediction import joint_log_probs
+from .prediction import class_probability
 from .runs import RunInfo
-from .runtime import class_names, eval_mode, input_size
+from .runtime import class_names, eval_mode, input_size, run_outputs
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -67,14 +67,8 @@ class ExportWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x, with_branches=True)
-        return (_class_probs(out, self.model.gammas, self.eta, self.mode, self.temperature),
+        return (class_probability(out, self.model.gammas, self.eta, self.mode, self.temperature),
                 *(a.float().softmax(-1) for a in out.aux))  # fmt: skip
-
-
-def _class_probs(out: SSALOutput, gammas: Sequence[torch.Tensor], eta: Sequence[float], mode: str, t: float):
-    """+JP (or f's softmax for mode tr or a model without branches), temperature-scaled by ``t``."""
-    logp = joint_log_probs(out, gammas, eta) if mode == "jp" and out.aux else out.main.float()
-    return (logp / t).softmax(-1)
 
 
 @torch.no_grad()
@@ -82,9 +76,8 @@ def ssal_outputs(
     info: RunInfo, x: torch.Tensor, mode: str = "jp", temperature: float = 1.0
 ) -> tuple[torch.Tensor, ...]:
     """The reference outputs (what the exported model must reproduce), computed by ssal itself in eval mode."""
-    with eval_mode(info.model):
-        out = info.model(x.to(next(info.model.parameters()).device), with_branches=True)
-    main = _class_probs(out, info.gammas, info.eta, mode, temperature)
+    out = run_outputs(info, x)
+    main = class_probability(out, info.gammas, info.eta, mode, temperature)
     return tuple(t.cpu() for t in (main, *(a.float().softmax(-1) for a in out.aux)))
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from .errors import SSALError
-from .prediction import joint_log_probs
+from .prediction import class_probability
 from .runs import RunInfo
-from .runtime import class_names, eval_mode, image_transform, load_image
+from .runtime import class_names, image_transform, load_image, run_outputs
 
 __all__ = [
     "BranchPrediction",
@@ -89,11 +89,10 @@ def predict_tensor(
     if top < 1:
         raise SSALError(f"--top must be at least 1, got {top}")
     model, names = info.model, class_names(info)
-    with eval_mode(model):
-        out = model(x.to(next(model.parameters()).device), with_branches=True)
+    out = run_outputs(info, x)
     t = temperature or {}
-    tr = (out.main.float() / t.get("tr", 1.0)).softmax(-1).cpu()
-    jp = (joint_log_probs(out, info.gammas, info.eta) / t.get("jp", 1.0)).softmax(-1).cpu() if out.aux else tr
+    tr = class_probability(out, info.gammas, info.eta, "tr", t.get("tr", 1.0)).cpu()
+    jp = class_probability(out, info.gammas, info.eta, "jp", t.get("jp", 1.0)).cpu() if out.aux else tr
     rows = []
     for b in range(x.shape[0]):
         branches = []

@@ -24,6 +24,7 @@ __all__ = [
     "LinearCombination",
     "SSALMetrics",
     "fit_linear_combination",
+    "class_probability",
     "fit_temperature",
     "negative_log_likelihood",
     "joint_log_probs",
@@ -70,6 +71,19 @@ def joint_log_probs(
     for e, g, logits in zip(etas, gammas, out.aux, strict=True):
         logp = logp + e * logits.float().log_softmax(-1)[:, g.to(logits.device)]
     return logp.log_softmax(-1)
+
+
+def class_probability(
+    out: SSALOutput,
+    gammas: Sequence[torch.Tensor],
+    eta: float | Sequence[float] = 1.0,
+    mode: str = "jp",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The class probabilities a run reports: +JP (``mode="jp"`` and branches present), else f's softmax (+TR),
+    temperature-scaled by ``temperature`` (+TS; 1 leaves them as they are). Shape (B, C)."""
+    logp = joint_log_probs(out, gammas, eta) if mode == "jp" and out.aux else out.main.float()
+    return (logp / temperature).softmax(-1)
 
 
 def joint_probability(

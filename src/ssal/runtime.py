@@ -20,6 +20,7 @@ from .errors import SSALError
 from .hardware import resolve_precision
 
 if TYPE_CHECKING:
+    from .architecture import SSALOutput
     from .runs import RunInfo
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "input_size",
     "load_image",
     "parse_device",
+    "run_outputs",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+@torch.no_grad()
+def run_outputs(info: RunInfo, x: torch.Tensor) -> SSALOutput:
+    """The outputs of a trained run's model (f and every branch) on ``x``, in eval mode; its modes come back."""
+    with eval_mode(info.model):
+        return info.model(x.to(next(info.model.parameters()).device), with_branches=True)
 
 
 # --- a trained run's classes and inputs -------------------------------------------------------------
