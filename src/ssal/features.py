@@ -31,6 +31,7 @@ __all__ = [
     "LAYOUT_HELP",
     "AmbiguousLayoutError",
     "Layout",
+    "classifier_layer",
     "classifier_names",
     "declared_layouts",
     "default_positions",
@@ -312,3 +313,15 @@ def classifier_names(backbone: nn.Module) -> list[str]:
             return found
     linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
     return linears[-1:]
+
+
+def classifier_layer(backbone: nn.Module, num_classes: int | None = None) -> nn.Linear | nn.Conv2d | None:
+    """f's classifier module (``classifier_names``, an Inception-style auxiliary head left out): a Linear or a
+    1x1 Conv2d, with ``num_classes`` outputs when that is given; None if the backbone has none."""
+    modules = dict(backbone.named_modules())
+    names = [n for n in classifier_names(backbone) if "aux" not in n.lower()]
+    layer = modules[names[0]] if names else None
+    if not isinstance(layer, (nn.Linear, nn.Conv2d)):
+        return None
+    outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return layer if num_classes is None or outputs == num_classes else None

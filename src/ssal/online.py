@@ -26,6 +26,7 @@ from .architecture import SSALModel
 from .compute import forward_flops_per_sample
 from .errors import SSALError
 from .evaluation import confusion_matrix
+from .features import classifier_layer
 from .grouping import Grouping, group_from_confusion
 from .runs import RunPaths
 
@@ -60,16 +61,13 @@ def validation_confusion(
 
 
 def _class_layer(backbone: nn.Module, num_classes: int) -> nn.Linear:
-    last = None
-    for m in backbone.modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes:
-            last = m
-    if last is None:
+    layer = classifier_layer(backbone, num_classes)
+    if not isinstance(layer, nn.Linear):
         raise SSALError(
             f"ssal.groupings=weights needs a final nn.Linear with {num_classes} outputs in the backbone; "
             "use ssal.groupings=online (confusion on the validation split) instead"
         )
-    return last
+    return layer
 
 
 @torch.no_grad()

@@ -27,13 +27,14 @@ from torch import Tensor, nn
 from .architecture import SSALModel
 from .errors import SSALError
 from .evaluation import confusion_matrix
+from .features import classifier_layer
 
 __all__ = [
     "ALPHAS",
     "HOLDOUT_EVERY",
     "FeatureSums",
     "ProbeResult",
-    "classifier_layer",
+    "probe_classifier",
     "collect_features",
     "fit_probe",
     "probe_confusion",
@@ -55,18 +56,15 @@ def _no_reduce(t: Tensor) -> Tensor:
     return t
 
 
-def classifier_layer(backbone: nn.Module) -> nn.Module:
+def probe_classifier(backbone: nn.Module) -> nn.Module:
     """f's classifier (the layer that produces its logits): the module whose input is the probe's feature."""
-    from .features import classifier_names
-
-    modules = dict(backbone.named_modules())
-    names = [n for n in classifier_names(backbone) if "aux" not in n.lower()]  # Inception's auxiliary head
-    if not names or not isinstance(modules[names[0]], (nn.Linear, nn.Conv2d)):
+    layer = classifier_layer(backbone)
+    if layer is None:
         raise SSALError(
             f"ssal.groupings=probe needs f's classifier (a final nn.Linear) in {type(backbone).__name__}; "
             "use ssal.groupings=online or weights"
         )
-    return modules[names[0]]
+    return layer
 
 
 @dataclass
@@ -127,7 +125,7 @@ def collect_features(
     model.eval()
     device = next(model.parameters()).device
     captured: list[Tensor] = []
-    hook = classifier_layer(model.backbone).register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    hook = probe_classifier(model.backbone).register_forward_hook(lambda m, i, o: captured.append(i[0]))
     sums: FeatureSums | None = None
     held_x: list[Tensor] = []
     held_y: list[Tensor] = []

@@ -162,7 +162,10 @@ def zoo_weights_info(name: str, options: Mapping[str, Any] | None = None) -> Wei
 
 # --- building ------------------------------------------------------------------------------------------
 def _output_layers(model: nn.Module, classes: int) -> list[str]:
-    """Names of the output layer(s) with ``classes`` outputs: the last one and any auxiliary one (Inception)."""
+    """Names of the output layer(s) with ``classes`` outputs: the last one and any auxiliary one (Inception).
+
+    Not ``features.classifier_layer``: this runs while the model is built, before it records its classifier, and
+    it must also find the auxiliary heads that are resized with it."""
     cands = [
         n
         for n, m in model.named_modules()
