@@ -96,7 +96,7 @@ def write_train_acc(run: Path) -> None:
     """Top-1 of f on the run's own (un-augmented) training images: the convergence check."""
     from ssal.build import make_loader
     from ssal.evaluation import collect_outputs
-    from ssal.io import atomic_write_json
+    from ssal.files import atomic_write_json
     from ssal.runs import load_run, load_run_data
 
     info = load_run(run, "last")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import ssal
-from ssal.io import atomic_write_text
+from ssal.files import atomic_write_text
 from ssal.models import create_model
 from ssal.models.describe import AttachPoint, attach_points, model_names
 

@@ -266,7 +266,7 @@ def test_deepcopy_and_state_dict_roundtrip(groupings) -> None:
 def test_atomic_write_permissions(tmp_path) -> None:
     import os
 
-    from ssal.io import atomic_write_text
+    from ssal.files import atomic_write_text
 
     p = atomic_write_text(tmp_path / "a.txt", "x")
     mask = os.umask(0)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from .architecture import SSALModel
 from .build import make_loader
 from .errors import SSALError
-from .io import atomic_write
+from .files import atomic_write
 from .prediction import SSALMetrics
 from .runs import RunInfo, load_run_data, write_metrics
 from .runtime import eval_mode

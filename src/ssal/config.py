@@ -24,9 +24,9 @@ import yaml
 from .data import AUGMENTATIONS, DATASETS, data_home, default_root
 from .data.mixing import AUTO_AUGMENTS
 from .errors import SSALError
+from .files import atomic_write_text
 from .grouping import CRITERIA, shipped_groupings
 from .hardware import PRECISIONS
-from .io import atomic_write_text
 from .prediction import validate_eta
 
 __all__ = [

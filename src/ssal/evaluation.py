@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, make_loader, validates_on_test
 from .errors import SSALError
-from .io import atomic_write, atomic_write_json, atomic_write_text
+from .files import atomic_write, atomic_write_json, atomic_write_text
 from .prediction import (
     LinearCombination,
     SSALMetrics,

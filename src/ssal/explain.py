@@ -28,7 +28,7 @@ from torch import nn
 
 from .architecture import OUTPUT, SSALModel
 from .errors import SSALError
-from .io import atomic_write
+from .files import atomic_write
 from .prediction import class_probability
 from .runs import RunInfo
 from .runtime import class_names, eval_mode, image_transform, input_size, load_image, run_outputs

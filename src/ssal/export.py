@@ -30,7 +30,7 @@ from torch import nn
 
 from .architecture import SSALModel
 from .errors import SSALError
-from .io import atomic_write, atomic_write_json
+from .files import atomic_write, atomic_write_json
 from .models import create_model
 from .models.zoo import split_name, tv_builder_options
 from .prediction import class_probability

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .errors import SSALError
-from .io import atomic_write_json, atomic_write_text
+from .files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     import torch

@@ -27,7 +27,7 @@ from .compute import forward_flops_per_sample
 from .config import Config, load_config, resolve_raw, variant_names
 from .errors import SSALError
 from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
-from .io import atomic_write, atomic_write_text, check_output_path
+from .files import atomic_write, atomic_write_text, check_output_path
 from .lock import run_lock
 from .online import ONLINE_SOURCES
 from .runs import RunPaths, identity_differences, load_run, read_metrics, write_metrics

@@ -36,8 +36,8 @@ import torch
 from .architecture import SSALModel
 from .config import Config, config_from_dict, read_yaml
 from .errors import SSALError
+from .files import atomic_write, atomic_write_text
 from .grouping import Grouping
-from .io import atomic_write, atomic_write_text
 
 __all__ = [
     "RunInfo",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SSALError
-from ..io import check_output_path
+from ..files import check_output_path
 from ..lock import refuse_if_live
 from ..signals import Interrupted, handle_signals
 

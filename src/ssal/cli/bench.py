@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json
+from ..files import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from ..compute import ComputeMeter
 from ..config import Config, ignored_settings, save_config
 from ..data import dataset_spec
 from ..errors import SSALError
-from ..io import check_output_path
+from ..files import check_output_path
 from ..lock import run_lock
 from ..online import ONLINE_SOURCES, OnlineGrouping
 from ..runs import RunPaths, check_resumable, load_checkpoint, read_metrics, state_dict_mismatch

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 
 from ..config import Config
 from ..errors import SSALError
-from ..io import atomic_write_json
+from ..files import atomic_write_json
 from ..runs import RunPaths
 
 __all__ = [

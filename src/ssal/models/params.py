@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import atomic_write_text
+from ..files import atomic_write_text
 from ..prediction import LinearCombination
 from . import auxnets as aux
 from .registry import create_model, list_models, model_entry, paper_branches
