@@ -194,9 +194,7 @@ def test_folder_mix_collate_and_transforms() -> None:
     assert v2.RandAugment not in plain and v2.RandomErasing not in plain  # evaluation is never augmented
 
 
-def test_folder_training_with_mixing_and_augmentation(tmp_path: Path) -> None:
-    from test_imagefolder import write_tree
-
+def test_folder_training_with_mixing_and_augmentation(tmp_path: Path, write_tree) -> None:
     from ssal.cli import main
 
     write_tree(tmp_path / "data", {"train": "abcd", "val": "abcd"}, n=4)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ssal.grouping import Grouping
 
@@ -30,7 +31,8 @@ def _fake_cifar(root: Path) -> Path:
     return root
 
 
-def test_transfer_script_tiny(tmp_path: Path) -> None:
+def test_transfer_script_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the scripts import benchmarks/common.py, as when run
     spec = importlib.util.spec_from_file_location("transfer_cifar100", SCRIPT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
