@@ -209,49 +209,21 @@ def _evaluate_run(
     device = device or default_device()
     info.model.to(device)
     data = data or load_run_data(info, ("train", "val", "test"))
-    prec = cfg.trainer.precision
-    held_out = split != "val" and data.val is not None and data.val is not data.test
-    val_out, val_y = None, None
-    if held_out:  # for +LC and +TS, model frozen
-        what = "validation outputs for +LC and +TS" if info.groupings else "validation outputs for +TS"
-        val_out, val_y = collect_outputs(
-            info.model, make_loader(cfg, data, data.val, train=False, device=device), prec, what, tta
-        )
-    elif split == "val":
-        log.warning(
-            "+LC and +TS are fitted on the validation split, so they are not reported on it (in-sample scores)"
-            if info.groupings
-            else "+TS is fitted on the validation split, so it is not reported on it (an in-sample score)"
-        )
-    else:
-        log.warning(
-            "no held-out split besides the test split (data.val_fraction=0, or folder data without test/): "
-            "no temperature scaling (+TS)%s",
-            " and no +LC" if info.groupings else "",
-        )
-    lc, lc_on = None, None
-    if info.groupings and val_out is not None and val_y is not None:
-        lc, lc_on = _fit_lc(info, val_out, val_y), "val"
-        if len(val_y) < LC_MIN_PER_CLASS * info.num_classes:
-            log.warning(
-                "+LC is fitted on %d validation images for %d classes (fewer than %d per class): its accuracy is "
-                "unreliable; hold out more (data.val_fraction)",
-                len(val_y),
-                info.num_classes,
-                LC_MIN_PER_CLASS,
-            )
+    val_out, val_y = _held_out_outputs(info, data, split, device, tta)
+    lc = _checked_lc(info, val_out, val_y) if info.groupings and val_out is not None else None
     out, y = collect_outputs(
-        info.model, make_loader(cfg, data, getattr(data, split), train=False, device=device), prec, f"{split} set", tta
+        info.model,
+        make_loader(cfg, data, getattr(data, split), train=False, device=device),
+        cfg.trainer.precision,
+        f"{split} set",
+        tta,
     )
     m = SSALMetrics([g.to("cpu") for g in info.gammas], info.eta or 1.0, lc)
     m.update(out, y)
     r = m.compute()
     logps = _log_probs(info, out)
-    probs = {k: v.exp() for k, v in logps.items()}
-    temps, scaled = {}, {}
-    if val_out is not None and val_y is not None:
-        temps = {k: fit_temperature(v, val_y) for k, v in _log_probs(info, val_out).items()}
-        scaled = {k: (v / temps[k]).log_softmax(1) for k, v in logps.items()}
+    held = val_out is not None and val_y is not None
+    temps = {k: fit_temperature(v, val_y) for k, v in _log_probs(info, val_out).items()} if held else {}
     ref, coarse = _coarse_reference(info, data)
     on_test = split == "test" and _is_best(info) and validates_on_test(cfg.data)
     if on_test:
@@ -262,7 +234,7 @@ def _evaluate_run(
         )
     within = {}
     if coarse is not None:
-        within = {k: v for k, p in probs.items() if (v := mistakes_within(p.argmax(1), y, coarse)) is not None}
+        within = {k: v for k, lp in logps.items() if (v := mistakes_within(lp.argmax(1), y, coarse)) is not None}
     return EvalReport(
         run_dir=str(info.paths.root),
         checkpoint=str(info.checkpoint),
@@ -278,23 +250,64 @@ def _evaluate_run(
         group_acc={n: r[f"g{i + 1}_acc"] for i, n in enumerate(info.model.branch_names) if f"g{i + 1}_acc" in r},
         params=param_counts(info.model),
         eta=list(info.eta),
-        lc_fitted_on=lc_on,
-        ece_tr=calibration_error(probs["tr"], y),
-        ece_jp=calibration_error(probs["jp"], y) if "jp" in probs else None,
-        nll_tr=negative_log_likelihood(logps["tr"], y),
-        nll_jp=negative_log_likelihood(logps["jp"], y) if "jp" in logps else None,
-        temperature=temps,
-        temperature_fitted_on="val" if temps else None,
-        ece_tr_ts=calibration_error(scaled["tr"].exp(), y) if scaled else None,
-        ece_jp_ts=calibration_error(scaled["jp"].exp(), y) if "jp" in scaled else None,
-        nll_tr_ts=negative_log_likelihood(scaled["tr"], y) if scaled else None,
-        nll_jp_ts=negative_log_likelihood(scaled["jp"], y) if "jp" in scaled else None,
+        lc_fitted_on="val" if lc is not None else None,
+        **_calibration(logps, y, temps),
         mistakes_within=within,
         mistakes_reference=ref,
         tta=tta,
         train_flops=_train_flops(info),
         selected_on_test=on_test,
     )
+
+
+def _held_out_outputs(
+    info: RunInfo, data: DataBundle, split: str, device: torch.device, tta: str
+) -> tuple[SSALOutput | None, torch.Tensor | None]:
+    """The frozen model's outputs on the validation split, for +LC and +TS; (None, None) when there is none
+    besides the split being evaluated (a warning says what is then not reported)."""
+    if split != "val" and data.val is not None and data.val is not data.test:
+        what = "validation outputs for +LC and +TS" if info.groupings else "validation outputs for +TS"
+        loader = make_loader(info.config, data, data.val, train=False, device=device)
+        return collect_outputs(info.model, loader, info.config.trainer.precision, what, tta)
+    if split == "val":
+        log.warning(
+            "+LC and +TS are fitted on the validation split, so they are not reported on it (in-sample scores)"
+            if info.groupings
+            else "+TS is fitted on the validation split, so it is not reported on it (an in-sample score)"
+        )
+    else:
+        log.warning(
+            "no held-out split besides the test split (data.val_fraction=0, or folder data without test/): "
+            "no temperature scaling (+TS)%s",
+            " and no +LC" if info.groupings else "",
+        )
+    return None, None
+
+
+def _checked_lc(info: RunInfo, val_out: SSALOutput, val_y: torch.Tensor) -> LinearCombination:
+    """+LC fitted on the validation outputs, with a warning when that split is too small for it."""
+    if len(val_y) < LC_MIN_PER_CLASS * info.num_classes:
+        log.warning(
+            "+LC is fitted on %d validation images for %d classes (fewer than %d per class): its accuracy is "
+            "unreliable; hold out more (data.val_fraction)",
+            len(val_y),
+            info.num_classes,
+            LC_MIN_PER_CLASS,
+        )
+    return _fit_lc(info, val_out, val_y)
+
+
+def _calibration(logps: dict[str, torch.Tensor], y: torch.Tensor, temps: dict[str, float]) -> dict[str, Any]:
+    """ECE and NLL of each prediction (tr, jp), raw and temperature-scaled (+TS), and the temperatures."""
+    out: dict[str, Any] = {"temperature": temps, "temperature_fitted_on": "val" if temps else None}
+    for k, lp in logps.items():
+        out[f"ece_{k}"] = calibration_error(lp.exp(), y)
+        out[f"nll_{k}"] = negative_log_likelihood(lp, y)
+        if k in temps:
+            scaled = (lp / temps[k]).log_softmax(1)
+            out[f"ece_{k}_ts"] = calibration_error(scaled.exp(), y)
+            out[f"nll_{k}_ts"] = negative_log_likelihood(scaled, y)
+    return out
 
 
 def _log_probs(info: RunInfo, out: SSALOutput) -> dict[str, torch.Tensor]:
