@@ -287,11 +287,21 @@ def _need(cond: bool, key: str, msg: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Check value ranges and choices that types alone cannot express."""
-    d, s, o, sc, t = cfg.data, cfg.ssal, cfg.optim, cfg.schedule, cfg.trainer
+    """Check value ranges and choices that types alone cannot express, section by section."""
+    t = cfg.trainer
     _need(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     lim = t.limit_train_batches
     _need(0.0 < lim <= 1.0, "trainer.limit_train_batches", f"must be a fraction in (0, 1], got {lim}")
+    _validate_data(cfg.data)
+    _validate_ssal(cfg)
+    _validate_optim(cfg)
+    _validate_model(cfg)
+    _validate_schedule(cfg.schedule, t.epochs)
+    _validate_trainer(cfg)
+    return cfg
+
+
+def _validate_data(d: DataConfig) -> None:
     _need(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}, got {d.name!r}")
     _need(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     _need(d.per_class >= 0, "data.per_class", f"must be >= 0 images per class (0: all), got {d.per_class}")
@@ -306,6 +316,10 @@ def validate(cfg: Config) -> Config:
     _need(0.0 <= d.random_erasing <= 1.0, "data.random_erasing", f"must be in [0, 1], got {d.random_erasing}")
     aa = d.auto_augment
     _need(aa in AUTO_AUGMENTS, "data.auto_augment", f"must be one of {', '.join(AUTO_AUGMENTS)}, got {aa!r}")
+
+
+def _validate_ssal(cfg: Config) -> None:
+    s, t = cfg.ssal, cfg.trainer
     _need(isinstance(s.branches, list) or s.branches == "paper", "ssal.branches", "must be a list or 'paper'")
     choices = ("random", "superclasses", "confusion", "online", "weights", "probe", *shipped_groupings())
     _need(
@@ -324,13 +338,21 @@ def validate(cfg: Config) -> Config:
         validate_eta(s.eta, len(s.eta) if isinstance(s.eta, list) else 1)
     except SSALError as e:
         raise SSALError(f"config key ssal.eta: {e}") from None
-    _need(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number > 0, got {o.lr}")
     weights = [s.main_weight, *([s.aux_weights] if isinstance(s.aux_weights, float) else s.aux_weights)]
     _need(all(w >= 0 and math.isfinite(w) for w in weights), "ssal.aux_weights", "loss weights must be finite, >= 0")
     n = len(s.branches) if isinstance(s.branches, list) else 0  # a baseline (0) ignores them; ``paper``: at build
     for key, v in (("ssal.eta", s.eta), ("ssal.aux_weights", s.aux_weights)):
         if n and isinstance(v, list):
             _need(len(v) == n, key, f"has {len(v)} values for {n} branch(es)")
+    m = cfg.model
+    probe = "probe needs model.pretrained (a probe on untrained features says little); from scratch use online"
+    _need(s.groupings != "probe" or bool(m.pretrained), "ssal.groupings", probe)
+    _need(s.groupings != "probe" or s.regroup_every == 0, "ssal.regroup_every", "the probe's groups are made once")
+
+
+def _validate_optim(cfg: Config) -> None:
+    o, t = cfg.optim, cfg.trainer
+    _need(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a finite number > 0, got {o.lr}")
     _need(0.0 <= o.momentum < 1.0, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     _need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     _need(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", f"must be in [0, 1), got {o.label_smoothing}")
@@ -340,6 +362,9 @@ def validate(cfg: Config) -> Config:
     _need(o.backbone_lr_scale >= 0 and o.branch_lr_scale >= 0, "optim.backbone_lr_scale", "lr scales must be >= 0")
     fz = o.freeze_backbone_epochs
     _need(0.0 <= fz < t.epochs, "optim.freeze_backbone_epochs", f"must be in [0, epochs), got {fz}")
+
+
+def _validate_model(cfg: Config) -> None:
     m = cfg.model
     size = m.input_size
     _need(size is None or 8 <= size <= 2048, "model.input_size", f"must be 8 to 2048 pixels, got {size}")
@@ -352,16 +377,20 @@ def validate(cfg: Config) -> Config:
         "model.pretrained",
         f"{m.name} has no downloadable weights; set model.pretrained=PATH (a state_dict or an ssal checkpoint)",
     )
-    probe = "probe needs model.pretrained (a probe on untrained features says little); from scratch use online"
-    _need(s.groupings != "probe" or bool(m.pretrained), "ssal.groupings", probe)
-    _need(s.groupings != "probe" or s.regroup_every == 0, "ssal.regroup_every", "the probe's groups are made once")
+
+
+def _validate_schedule(sc: ScheduleConfig, epochs: int) -> None:
     _need(sc.gamma > 0 and math.isfinite(sc.gamma), "schedule.gamma", f"must be a finite number > 0, got {sc.gamma}")
     ms = sc.milestones
     _need(all(math.isfinite(v) and v >= 0 for v in ms), "schedule.milestones", f"must be epochs >= 0, got {ms}")
     _need(sc.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}, got {sc.name!r}")
-    _need(sc.name != "triangular" or 0 < sc.peak_epoch < t.epochs, "schedule.peak_epoch", "must be in (0, epochs)")
-    _need(0.0 <= sc.warmup_epochs < t.epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
+    _need(sc.name != "triangular" or 0 < sc.peak_epoch < epochs, "schedule.peak_epoch", "must be in (0, epochs)")
+    _need(0.0 <= sc.warmup_epochs < epochs, "schedule.warmup_epochs", "must be in [0, epochs)")
     _need(0.0 <= sc.final_lr <= 1.0, "schedule.final_lr", "is a fraction of lr in [0, 1]")
+
+
+def _validate_trainer(cfg: Config) -> None:
+    t, d, s = cfg.trainer, cfg.data, cfg.ssal
     t.precision = str(t.precision)
     _need(t.precision in PRECISIONS, "trainer.precision", f"must be one of {', '.join(PRECISIONS)}")
     _need(0.0 <= t.ema_decay < 1.0, "trainer.ema_decay", f"must be in [0, 1) (0: off), got {t.ema_decay}")
@@ -377,7 +406,6 @@ def validate(cfg: Config) -> Config:
         _need(0 <= seed < 2**32, key, f"must be in [0, 2**32), got {seed}")
     _need(t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1), "trainer.devices", "int or auto")
     _need(cfg.pipeline.baseline_epochs is None or cfg.pipeline.baseline_epochs >= 1, "pipeline.baseline_epochs", ">=1")
-    return cfg
 
 
 def ignored_settings(cfg: Config) -> list[str]:
