@@ -132,10 +132,9 @@ def test_resume_on_image_folder_data_with_workers_is_bit_identical(tmp_path: Pat
     _straight_and_resumed(tmp_path, extra)
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_resume_keeps_the_best_score_of_a_moved_or_older_run(legacy: bool, uninterrupted: Path, tmp_path: Path) -> None:
-    """The best score comes back by value: from a run directory copied elsewhere, and from checkpoints that kept it
-    in the metrics writer's state; a worse epoch then leaves best.ckpt alone."""
+def test_resume_keeps_the_best_score_of_a_moved_run(uninterrupted: Path, tmp_path: Path) -> None:
+    """The best score comes back by value from a run directory copied elsewhere; a worse epoch then leaves best.ckpt
+    alone."""
     import shutil
 
     run = tmp_path / "moved"
@@ -143,10 +142,7 @@ def test_resume_keeps_the_best_score_of_a_moved_or_older_run(legacy: bool, unint
     last = RunPaths(run).last
     ckpt = load_checkpoint(last)
     best = next(k for k in ckpt["callbacks"] if k.startswith("BestCheckpoint"))
-    if legacy:
-        ckpt["callbacks"] = {"RunWriter": {"best": 1000.0, "wall": 1.0}}
-    else:
-        ckpt["callbacks"][best]["best_model_score"] = torch.tensor(1000.0, dtype=torch.float64)
+    ckpt["callbacks"][best]["best_model_score"] = torch.tensor(1000.0, dtype=torch.float64)
     torch.save(ckpt, last)
     before = RunPaths(run).best.read_bytes()
     fit(load_config(DEMO, [*ARGS, "trainer.epochs=4", f"run_dir={run}"]), resume=True)

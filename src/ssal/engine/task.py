@@ -76,14 +76,11 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.SGD:
     """SGD with momentum / Nesterov. Weight decay on kernels only unless ``decay_norm_and_bias``.
 
     The authors' Keras ``l2(wd)`` adds wd * ||w||^2 to the loss, whose gradient is 2 * wd * w: it equals
-    ``weight_decay = 2 * wd`` in PyTorch. With lr scales or freezing, parameter groups carry a ``role``
-    (classifier, backbone, branches); the backbone's learning rate is scaled by ``backbone_lr_scale``, the
-    branches' by ``branch_lr_scale``. Without, there is one role, ``all``.
+    ``weight_decay = 2 * wd`` in PyTorch. Parameter groups carry a ``role`` (classifier, backbone, branches); the
+    backbone's learning rate is scaled by ``backbone_lr_scale``, the branches' by ``branch_lr_scale``.
     """
     scale = {"classifier": 1.0, "backbone": o.backbone_lr_scale, "branches": o.branch_lr_scale}
-    plain = o.backbone_lr_scale == 1.0 and o.branch_lr_scale == 1.0 and o.freeze_backbone_epochs == 0
-    roles = {"all": [p for p in model.parameters() if p.requires_grad]} if plain else param_groups(model)
-    scale["all"] = 1.0  # one role: the same two groups (and parameter order) as checkpoints of earlier versions
+    roles = param_groups(model)
     groups = []
     for role, params in roles.items():
         decay = [p for p in params if p.ndim > 1 or o.decay_norm_and_bias]

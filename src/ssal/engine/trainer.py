@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -186,11 +185,6 @@ class BestCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.val_result is not None and self.monitor in trainer.callback_metrics:  # validated, has +JP
             super().on_train_epoch_end(trainer, pl_module)
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        old = checkpoint.get("callbacks", {}).get("RunWriter", {}).get("best")  # checkpoints of earlier versions
-        if old is not None and math.isfinite(old):
-            self._set_best(torch.tensor(old, dtype=torch.float64))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("best_model_score") is not None:
