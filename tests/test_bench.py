@@ -150,3 +150,14 @@ def test_bench_quick_cli_writes_all_keys(tmp_path: Path) -> None:
         assert isinstance(d[key], float) and d[key] > 0, key
     assert d["engine_img_per_s"] > 0 and d["bare_img_per_s"] > 0 and d["machine"]["torch"] == torch.__version__
     assert "engine_vs_bare" in r.stdout
+
+
+def test_bench_config_without_its_data_times_synthetic_images(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ssal.cli.bench import config_and_data
+
+    cfg = tmp_path / "c.yaml"
+    absent = tmp_path / "absent"
+    cfg.write_text(f"data: {{name: cifar100, root: {absent}, download: false}}\nmodel: {{name: small_cnn}}\n")
+    s, _, _, data = config_and_data(cfg, bench.BenchSettings(), None, None)
+    assert data is None and s.num_classes == 100  # the loader is then timed on synthetic images of that size
+    assert "not available" in caplog.text and "synthetic" in caplog.text

@@ -288,11 +288,17 @@ def _measure(args: argparse.Namespace, s: Any, branches: Any, cfg: Any, data: An
 def config_and_data(
     path: Path, s: Any, num_classes: int | None, batch_size: int | None
 ) -> tuple[Any, list[dict[str, Any]], Any, Any]:
-    """``from_config`` plus the config itself and its training data (what ``ssal train`` would load)."""
+    """``from_config`` plus the config itself and its training data (what ``ssal train`` would load); synthetic
+    images of the same size (None) when that data is not on this machine and cannot be fetched."""
     from ..build import load_data
     from ..config import load_config
+    from ..errors import SSALError
 
     s, branches = from_config(path, s, num_classes, batch_size)
     cfg = load_config(path)
     cfg.data.batch_size = s.batch_size
-    return s, branches, cfg, load_data(cfg.data, ("train",))
+    try:
+        return s, branches, cfg, load_data(cfg.data, ("train",))
+    except SSALError as e:
+        log.warning("the config's data is not available (%s): the training path is timed on synthetic images", e)
+        return s, branches, cfg, None
