@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_calibration_error
+from torchmetrics.functional.classification import multiclass_calibration_error, multiclass_confusion_matrix
 from tqdm.auto import tqdm
 
 from .architecture import SSALModel, SSALOutput
@@ -403,9 +403,8 @@ def load_temperatures(run_dir: str | Path) -> dict[str, float]:
 
 # --- confusion ---------------------------------------------------------------------------------------------
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
-    """C x C counts: row = true class, column = predicted class."""
-    idx = target.long() * num_classes + pred.long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).numpy()
+    """C x C counts: row = true class, column = predicted class (torchmetrics)."""
+    return multiclass_confusion_matrix(pred.long(), target.long(), num_classes, validate_args=False).cpu().numpy()
 
 
 def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None = None) -> np.ndarray:

@@ -182,7 +182,8 @@ def topk_correct(scores: torch.Tensor, target: torch.Tensor, ks: Sequence[int] =
 class SSALMetrics:
     """Accumulates top-1/top-5 of f, +JP (and +LC if given) and the group accuracy of each g_i.
 
-    ``counts`` is one float64 tensor, so a distributed engine can all-reduce it in one call.
+    ``counts`` is one float64 tensor, so a distributed engine can all-reduce it in one call. Not torchmetrics'
+    ``MulticlassAccuracy``: +JP and the group accuracies need the groupings, and one tensor syncs every metric at once.
     """
 
     def __init__(

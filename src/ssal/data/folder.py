@@ -374,7 +374,10 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Seed a worker's torch, NumPy and Python RNGs (the augmentation) from (seed, epoch, rank, worker id)."""
+    """Seed a worker's torch, NumPy and Python RNGs (the augmentation) from (seed, epoch, rank, worker id).
+
+    Not Lightning's ``pl_worker_init_function``: that one seeds from the process's base seed, which does not know
+    the epoch, and exact mid-epoch resume needs epoch e's augmentation to depend on e alone."""
     ds = torch.utils.data.get_worker_info().dataset
     seed, rank = getattr(ds, "ssal_seed", (0, 0))
     s = (((seed * 1_000_003 + getattr(ds, "ssal_epoch", 0)) * 1_009 + rank) * 257 + worker_id) % 2**32
