@@ -333,7 +333,8 @@ def read_weights_file(
 
     Accepts a plain state_dict, ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers, and ssal checkpoints
     (the ``model.backbone.`` part; metadata: mean/std/class names of the run). A JSON file ``PATH.json`` beside
-    the file (``ssal export --format state_dict``) adds its metadata.
+    the file (``ssal export --format state_dict``) adds its metadata. Not timm's ``load_state_dict``: timm is an
+    optional extra, and it knows neither ssal checkpoints nor their metadata.
     """
     p = Path(path).expanduser()
     if not p.is_file():
