@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ssal.config import load_config
 from ssal.data import (
     DATASETS,
     DeviceLoader,
@@ -24,6 +25,7 @@ from ssal.data import (
     load_arrays,
     split_train_val,
 )
+from ssal.data.arrays import per_class_indices, per_class_subset
 from ssal.errors import SSALError
 
 
@@ -505,3 +507,49 @@ def test_sharding_properties(n: int, world_size: int, batch: int, train: bool, d
         assert ids.numel() == n  # evaluation sees every sample exactly once
     elif not drop_last:
         assert ids.numel() == n - n % world_size
+
+
+_DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+# --- data.per_class ---------------------------------------------------------------------------------------------
+def test_per_class_is_stratified_seeded_and_nested() -> None:
+    labels = torch.arange(5).repeat_interleave(20)[torch.randperm(100)]
+    a, b = per_class_indices(labels, 4, seed=3), per_class_indices(labels, 4, seed=3)
+    assert torch.equal(a, b)
+    assert torch.bincount(labels[a]).tolist() == [4] * 5
+    bigger = per_class_indices(labels, 10, seed=3)
+    assert set(a.tolist()) <= set(bigger.tolist())  # smaller sizes are subsets of larger ones
+    assert not torch.equal(a, per_class_indices(labels, 4, seed=4))
+    assert per_class_indices(labels, 50, seed=0).numel() == 100  # a class with fewer keeps all of them
+
+
+def test_per_class_zero_keeps_everything_and_negative_is_refused() -> None:
+    data = ImageArrays(torch.zeros(6, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 0, 0, 1, 1, 1]), name="t")
+    assert per_class_subset(data, 0) is data
+    assert per_class_subset(data, 2).labels.tolist() == [0, 0, 1, 1]
+    with pytest.raises(SSALError, match="data.per_class"):
+        load_config(_DEMO, ["data.per_class=-1"])
+
+
+def test_per_class_subsets_train_after_the_validation_split() -> None:
+    from ssal.build import load_data
+
+    full = load_data(load_config(_DEMO).data)
+    small = load_data(load_config(_DEMO, ["data.per_class=5"]).data)
+    assert torch.equal(full.val.labels, small.val.labels)  # one validation split for every size
+    assert torch.bincount(small.train.labels).tolist() == [5] * 10
+    assert len(full.train) > len(small.train)
+
+
+def test_per_class_on_an_image_folder(tmp_path: Path, write_tree) -> None:
+
+    from ssal.build import load_data, make_loader
+
+    write_tree(tmp_path, {"train": "abc", "val": "abc"}, n=6)
+    cfg = load_config(_DEMO, ["data.name=folder", f"data.root={tmp_path}", "data.per_class=2", "data.workers=0",
+                             "data.val_fraction=0", "model.input_size=12"])  # fmt: skip
+    bundle = load_data(cfg.data)
+    loader = make_loader(cfg, bundle, bundle.train, train=False)
+    ys = sorted(int(v) for _, y in loader for v in y)
+    assert ys == [0, 0, 1, 1, 2, 2]
