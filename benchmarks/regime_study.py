@@ -169,11 +169,16 @@ def summarize(out: Path, plot: Path | None, markdown: Path | None) -> str:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, pts in sorted(gains.items()):
-            xs, ms, sds = zip(*sorted(pts), strict=True)
-            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=name)
+        names = sorted(gains)
+        for i, name in enumerate(names):
+            xs, ms, sds = zip(*sorted(gains[name]), strict=True)
+            shift = 1 + 0.04 * (i - len(names) / 2) / len(names)  # side by side at each size
+            ax.errorbar([x * shift for x in xs], ms, yerr=sds, marker="o", capsize=3, label=name)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
+        sizes = sorted({x for pts in gains.values() for x, _, _ in pts})
+        ax.set_xticks(sizes, [str(x) for x in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("training images per class")
         ax.set_ylabel("test top-1 minus the baseline's (points)")
         ax.set_title("SSAL's gain against the converged baseline (mean ± std over seeds)")
