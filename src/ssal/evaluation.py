@@ -25,9 +25,9 @@ from .files import atomic_write, atomic_write_json, atomic_write_text
 from .prediction import (
     LinearCombination,
     SSALMetrics,
+    class_log_probs,
     fit_linear_combination,
     fit_temperature,
-    joint_log_probs,
     negative_log_likelihood,
 )
 from .runs import RunInfo, load_run_data, read_metrics
@@ -312,10 +312,8 @@ def _calibration(logps: dict[str, torch.Tensor], y: torch.Tensor, temps: dict[st
 
 def _log_probs(info: RunInfo, out: SSALOutput) -> dict[str, torch.Tensor]:
     """log-probabilities of f (+TR) and, with branches, of the joint prediction (+JP)."""
-    logps = {"tr": out.main.float().log_softmax(1)}
-    if info.groupings:
-        logps["jp"] = joint_log_probs(out, [g.cpu() for g in info.gammas], info.eta)
-    return logps
+    modes = ("tr", "jp") if info.groupings else ("tr",)
+    return {m: class_log_probs(out, [g.cpu() for g in info.gammas], info.eta, m) for m in modes}
 
 
 def _is_best(info: RunInfo) -> bool:
