@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# docs/results.md, accuracy per FLOP: configs/cifar100_fast.yaml (baseline and --variant ssal) on the full CIFAR-100.
-#   benchmarks/cifar100_fast.sh OUT_DIR [SEEDS...] [-- key=value ...]
+# docs/results.md, accuracy per FLOP: configs/cifar100_fast.yaml (baseline and its variants) on the full CIFAR-100.
+#   [ARMS="base ssal mixup randaugment"] benchmarks/cifar100_fast.sh OUT_DIR [SEEDS...] [-- key=value ...]
+# ARMS (default "base ssal"): base, or any variant of the config.
 # Per seed and arm: train, then evaluate the last checkpoint (the config validates on the test split for monitoring,
 # so "best" would be chosen on test) without and with flip TTA; also the raw weights next to the EMA weights.
 set -euo pipefail
@@ -11,11 +12,12 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do SEEDS+=("$1"); shift; done
 [[ "${1:-}" == "--" ]] && shift
 [[ ${#SEEDS[@]} -eq 0 ]] && SEEDS=(0 1 2)
 CONFIG=$(cd "$(dirname "$0")/.." && pwd)/configs/cifar100_fast.yaml
-for arm in base ssal; do
+read -r -a ARM_LIST <<< "${ARMS:-base ssal}"
+for arm in "${ARM_LIST[@]}"; do
   for seed in "${SEEDS[@]}"; do
     run="$OUT/$arm/s$seed"
     variant=()
-    [[ $arm == ssal ]] && variant=(--variant ssal)
+    [[ $arm != base ]] && variant=(--variant "$arm")
     if [[ ! -f "$run/eval_flip.json" ]]; then
       resume=()
       [[ -f "$run/checkpoints/last.ckpt" ]] && resume=(--resume)

@@ -3,7 +3,8 @@
 Arms (same backbone, recipe and branch as configs/cifar100_fastnet.yaml), per budget B (baseline epochs) and seed:
   base        the baseline, B epochs
   online      one-pass SSAL: groups from the run's own validation confusion at ssal.group_epoch = B * e0_frac
-  base_eq     the baseline trained for the compute of ``online`` (B x r epochs of steps, r measured from FLOPs)
+  base_eq     the baseline trained for the compute of ``online`` (B x r epochs of steps, r measured from FLOPs;
+              ``--eq-arm superclass`` measures r on another arm)
   two_stage   the paper's SSAL: groups from ``base``'s validation confusion, then B epochs of SSAL
               (total compute: base + its confusion pass + the SSAL run)
   random      one-pass SSAL with random balanced groups of the same k, from the first step
@@ -62,7 +63,8 @@ def train(run: Path, epochs: int, seed: int, extra: list[str], common: list[str]
         ssal("evaluate", str(run))
 
 
-def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: float, common: list[str]) -> None:
+def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: float, common: list[str],
+               eq_arm: str = "online") -> None:
     root = out / f"b{budget}" / f"s{seed}"
     e0 = budget * e0_frac
     base_run = root / "base"
@@ -92,11 +94,12 @@ def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: floa
                 ssal("confusion", str(base_run))
             train(run, budget, seed, ["ssal.groupings=confusion", f"ssal.confusion={conf}"], common)
         elif arm == "base_eq":
-            r = final_flops(root / "online") / final_flops(base_run)  # SSAL's compute in baseline-run units
+            r = final_flops(root / eq_arm) / final_flops(base_run)  # SSAL's compute in baseline-run units
             steps = budget * r
             epochs = math.ceil(steps - 1e-9)
             limit = round(steps / epochs, 4)
-            (root / "base_eq.json").write_text(json.dumps({"ratio": r, "epochs": epochs, "limit": limit}) + "\n")
+            info = {"ratio": r, "epochs": epochs, "limit": limit, "arm": eq_arm}
+            (root / "base_eq.json").write_text(json.dumps(info) + "\n")
             train(run, epochs, seed, ["ssal.branches=[]", f"trainer.limit_train_batches={limit}"], common)
         else:
             raise SystemExit(f"unknown arm {arm!r}; choose from {ARMS} or online_e<E0>")
@@ -109,11 +112,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS))
     p.add_argument("--e0-frac", type=float, default=0.25, help="group_epoch of the online arm, as a fraction of B")
+    p.add_argument("--eq-arm", default="online", help="the SSAL arm whose compute base_eq matches")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. data.root=DIR)")
     a = p.parse_args()
     for seed in a.seeds:
         for b in a.budgets:
-            run_budget(a.out, b, seed, a.arms, a.e0_frac, a.overrides)
+            run_budget(a.out, b, seed, a.arms, a.e0_frac, a.overrides, a.eq_arm)
 
 
 if __name__ == "__main__":
