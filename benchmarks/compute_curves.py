@@ -114,7 +114,7 @@ def main() -> None:
     p.add_argument("--e0-frac", type=float, default=0.25, help="group_epoch of the online arm, as a fraction of B")
     p.add_argument("--eq-arm", default="online", help="the SSAL arm whose compute base_eq matches")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. data.root=DIR)")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     for seed in a.seeds:
         for b in a.budgets:
             run_budget(a.out, b, seed, a.arms, a.e0_frac, a.overrides, a.eq_arm)
