@@ -63,8 +63,9 @@ def train(run: Path, epochs: int, seed: int, extra: list[str], common: list[str]
         ssal("evaluate", str(run))
 
 
-def run_budget(out: Path, budget: int, seed: int, arms: list[str], e0_frac: float, common: list[str],
-               eq_arm: str = "online") -> None:
+def run_budget(
+    out: Path, budget: int, seed: int, arms: list[str], e0_frac: float, common: list[str], eq_arm: str = "online"
+) -> None:
     root = out / f"b{budget}" / f"s{seed}"
     e0 = budget * e0_frac
     base_run = root / "base"

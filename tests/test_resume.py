@@ -158,3 +158,22 @@ def test_resume_with_weight_averaging_is_bit_identical(tmp_path: Path) -> None:
     a, b = (load_checkpoint(RunPaths(tmp_path / r).last) for r in ("resumed", "straight"))
     for key in ("state_dict", "current_model_state"):
         assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+def test_resume_with_an_optimiser_state_of_other_parameter_groups_is_one_error(uninterrupted: Path, tmp_path) -> None:
+    """A checkpoint whose optimiser has other parameter groups (another code version or config) is refused with one
+    line naming the checkpoint, not an internal error."""
+    import shutil
+
+    from ssal.errors import SSALError
+
+    run = tmp_path / "other_groups"
+    shutil.copytree(uninterrupted, run)
+    last = RunPaths(run).last
+    ckpt = load_checkpoint(last)
+    opt = ckpt["optimizer_states"][0]
+    opt["param_groups"] = [*opt["param_groups"], {**opt["param_groups"][0], "params": []}]
+    torch.save(ckpt, last)
+    with pytest.raises(SSALError, match="optimiser state does not fit"):
+        fit(load_config(DEMO, [*ARGS, "trainer.epochs=4", f"run_dir={run}"]), resume=True)
+    assert len(read_metrics(run / "metrics.csv")) == 3  # nothing written

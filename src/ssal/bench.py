@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .architecture import SSALModel
-from .build import DataBundle, make_loader
+from .build import DataBundle, Loaders
 from .config import Config
 from .data import ImageArrays
 from .grouping import group_from_confusion
@@ -485,12 +485,14 @@ def interleaved_train_path(
         data = DataBundle("synthetic", C, arrays.class_names, train=arrays)
     flops = train_step_flops(s, branches)
     model, crit, _, _ = _model_and_batch(s, list(branches))
-    task = SSALTask(model, crit, [1.0] * len(model.branches), cfg.optim, cfg.schedule, 1, compile=compiled)
+    task = SSALTask(model, crit, [1.0] * len(model.branches), optim=cfg.optim, schedule=cfg.schedule, epochs=1,
+                    compile=compiled)  # fmt: skip
     bare, bare_crit, _, _ = _model_and_batch(s, list(branches))  # the same initial weights
     bare.train()
     bare_forward = torch.compile(bare.forward) if compiled else bare.forward
     opt = build_optimizer(bare, cfg.optim)
-    loader = make_loader(cfg, data, data.train, train=True, device=device)
+    loaders = Loaders(cfg, data)
+    loader = loaders("train", train=True, device=device)
     batches = iter(loader)
 
     def bare_step() -> None:
@@ -524,7 +526,7 @@ def interleaved_train_path(
     with tempfile.TemporaryDirectory() as tmp:
         paths = RunPaths(Path(tmp))
         trainer = build_trainer(cfg, paths, RunWriter(paths, "f_top1"), has_val=False, callbacks=[Interleave()])
-        trainer.fit(task, datamodule=SSALDataModule(cfg, data))
+        trainer.fit(task, datamodule=SSALDataModule(data, loaders))
     k = min(len(times["engine"]), s.steps)
     if k < 1:
         raise RuntimeError(f"the training path ran {len(times['engine']) + 1} batches; need warmup + steps + 1")

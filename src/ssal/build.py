@@ -45,10 +45,13 @@ from .prediction import validate_eta
 
 __all__ = [
     "DataBundle",
+    "Loaders",
+    "RunParts",
     "augmentation",
     "branch_configs",
     "build_loss",
     "build_model",
+    "build_run",
     "check_input_size",
     "eta_values",
     "input_geometry",
@@ -386,3 +389,46 @@ def augmentation(d: DataConfig) -> dict[str, Any]:
     """The training loaders' options of mixup / cutmix, auto_augment and random erasing (both data paths)."""
     mix = MixSettings(d.mixup, d.cutmix, d.mix_prob, d.mix_switch_prob)
     return {"mix": mix, "auto_augment": d.auto_augment, "random_erasing": d.random_erasing}
+
+
+@dataclass
+class Loaders:
+    """A run's loader factory: the engine calls it once it knows each rank's device and shard."""
+
+    cfg: Config
+    data: DataBundle
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.data.batch_size
+
+    def __call__(
+        self, split: str, *, train: bool, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1
+    ) -> Any:
+        """The loader of ``split`` (``train`` | ``val`` | ``test``) for one rank."""
+        arrays = getattr(self.data, split)
+        return make_loader(self.cfg, self.data, arrays, train=train, device=device, rank=rank, world_size=world_size)
+
+
+@dataclass
+class RunParts:
+    """Everything a run trains with, built once from its config: data, groupings, model, loss, eta, loaders."""
+
+    data: DataBundle
+    groupings: list[Grouping]
+    model: SSALModel
+    loss: SSALLoss
+    eta: list[float]
+    loaders: Loaders
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def build_run(cfg: Config, data: DataBundle, placeholder: bool = False) -> RunParts:
+    """Build a run's parts from ``cfg`` on ``data`` (``placeholder``: groupings of the right shape, for a dry run)."""
+    groupings = resolve_groupings(cfg, data, placeholder=placeholder)
+    model = build_model(cfg, data.num_classes, groupings, data)
+    loss, eta = build_loss(cfg, model), eta_values(cfg, len(groupings))  # one weight and eta per branch
+    return RunParts(data, groupings, model, loss, eta, Loaders(cfg, data))

@@ -24,6 +24,7 @@ from torch import nn
 
 from .architecture import SSALModel
 from .compute import forward_flops_per_sample
+from .config import SSALConfig
 from .errors import SSALError
 from .evaluation import confusion_matrix
 from .features import classifier_layer
@@ -117,6 +118,18 @@ class OnlineGrouping(L.Callback):
         self.groupings: list[dict[str, Any]] = []  # the current groupings (to_dict), empty before E0
         self.pass_flops = 0  # FLOPs of the confusion passes (counted as training compute)
         self._steps_per_epoch = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        branches: list[dict[str, Any]],
+        s: SSALConfig,
+        paths: RunPaths | None = None,
+        class_names: list[str] | None = None,
+    ) -> OnlineGrouping:
+        """The callback of a run's ``ssal`` config section."""
+        return cls(branches, str(s.groupings), s.group_epoch, s.regroup_every, s.criterion, s.grouping_seed,
+                   s.refine, s.size_margin, paths, class_names)  # fmt: skip
 
     # --- state -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -221,12 +221,11 @@ def probe_confusion(
 def run_probe(trainer: Any, pl_module: Any) -> tuple[np.ndarray, float, dict[str, Any]]:
     """The probe of a starting run (``OnlineGrouping`` at step 0): its confusion, its FLOPs (feature passes
     included, all ranks) and what to record in the groupings."""
-    from .build import make_loader
     from .compute import forward_flops_per_sample
 
     model: SSALModel = pl_module.model
     dm = trainer.datamodule
-    data, cfg = dm.data, dm.cfg
+    data = dm.data
     C, dev = model.num_classes, pl_module.device
     rank, ws = trainer.global_rank, trainer.world_size
     ctx = trainer.precision_plugin.forward_context
@@ -235,7 +234,7 @@ def run_probe(trainer: Any, pl_module: Any) -> tuple[np.ndarray, float, dict[str
         return trainer.strategy.reduce(t, reduce_op="sum")
 
     holdout = data.val is None or data.val is data.test  # the run validates on its test split: keep off it
-    train = make_loader(cfg, data, data.train, train=False, device=dev, rank=rank, world_size=ws)
+    train = dm.loaders("train", train=False, device=dev, rank=rank, world_size=ws)
     sums, ex, ey, seen = collect_features(model, train, C, ctx, HOLDOUT_EVERY if holdout else 0)
     if not holdout:
         _, ex, ey, vseen = collect_features(model, dm.val_loader, C, ctx, holdout_every=1)

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from .. import __version__, signals
-from ..build import branch_configs, build_loss, build_model, eta_values, load_data, resolve_groupings
+from ..build import DataBundle, branch_configs, build_run, load_data
 from ..compute import ComputeMeter
 from ..config import Config, ignored_settings, save_config
 from ..data import dataset_spec
@@ -151,66 +151,78 @@ def _fit_locked(
 ) -> FitResult:
     ckpt = None if dry_run else ensure_writable_run(paths, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
-    if data.is_folder and not dry_run:  # a broken image is named now (or skipped), not found in the middle of an epoch
-        from ..data.folder import check_images
-
-        splits = [Path(cfg.data.root) / s for s in ("train", "val", "test") if (Path(cfg.data.root) / s).is_dir()]
-        check_images(splits, skip=cfg.data.skip_broken)
+    data = _load_checked_data(cfg, dry_run)
     online = cfg.ssal.groupings in ONLINE_SOURCES and cfg.has_branches
     saved = sorted(paths.groupings_dir.glob("g*.json"), key=lambda p: int(p.stem[1:]))
     if ckpt is not None and not online and saved:  # resume with the groupings the run started with
         cfg.ssal.groupings = [str(f) for f in saved]
     from_data = cfg.ssal.groupings in ("confusion", "superclasses")  # a dry run loads no data: placeholders
-    groupings = resolve_groupings(cfg, data, placeholder=dry_run and from_data)
-    model = build_model(cfg, data.num_classes, groupings, data)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %s with %d branch(es), %.2fM parameters", cfg.name, cfg.model.name, len(groupings), n_params / 1e6)
-    loss, eta = build_loss(cfg, model), eta_values(cfg, len(groupings))  # one weight and eta per branch: dry run too
+    parts = build_run(cfg, data, placeholder=dry_run and from_data)
+    log.info("%s: %s with %d branch(es), %.2fM parameters", cfg.name, cfg.model.name, len(parts.groupings),
+             parts.num_params / 1e6)  # fmt: skip
     if dry_run:
-        return FitResult(paths.root, n_params, None)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    meta = checkpoint_meta(cfg, data, groupings)
-    task = SSALTask(model, loss, eta, cfg.optim, cfg.schedule, cfg.trainer.epochs, cfg.trainer.compile, meta,
-                    check_every=cfg.trainer.log_every_n_steps)  # fmt: skip
+        return FitResult(paths.root, parts.num_params, None)
+    model = parts.model.to(memory_format=torch.channels_last) if cfg.trainer.channels_last else parts.model
+    t = cfg.trainer
+    meta = checkpoint_meta(cfg, data, parts.groupings)
+    task = SSALTask(model, parts.loss, parts.eta, optim=cfg.optim, schedule=cfg.schedule, epochs=t.epochs,
+                    compile=t.compile, meta=meta, check_every=t.log_every_n_steps)  # fmt: skip
     if ckpt is not None:  # before any file is written: a config that builds another model is refused here
         check_checkpoint_fits(ckpt, task)
-    meter, s = ComputeMeter(), cfg.ssal
-    callbacks: list[L.Callback] = [meter, *([ema_callback(cfg.trainer.ema_decay)] if cfg.trainer.ema_decay > 0 else [])]
-    callbacks += extra or []
+    meter = ComputeMeter()
+    callbacks: list[L.Callback] = [meter, *([ema_callback(t.ema_decay)] if t.ema_decay > 0 else []), *(extra or [])]
     if online:
-        grouper = OnlineGrouping(
-            branch_configs(cfg, data.num_classes), str(s.groupings), s.group_epoch, s.regroup_every,
-            s.criterion, s.grouping_seed, s.refine, s.size_margin, paths, data.class_names,
-        )  # fmt: skip
+        grouper = OnlineGrouping.from_config(branch_configs(cfg, data.num_classes), cfg.ssal, paths, data.class_names)
         callbacks.insert(0, grouper)
         meter.extra = lambda: grouper.pass_flops
-    files = [] if online else groupings  # online groupings are written when they are made
+    files = [] if online else parts.groupings  # online groupings are written when they are made
 
     def write_run_files() -> None:
         save_config(cfg, paths.config)
         for i, g in enumerate(files):
             g.save(paths.grouping(i))
 
-    writer = RunWriter(paths, "jp_top1" if groupings else "f_top1", on_setup=write_run_files, compute=meter)
+    writer = RunWriter(paths, "jp_top1" if parts.groupings else "f_top1", on_setup=write_run_files, compute=meter)
     trainer = build_trainer(
         cfg, paths, writer, has_val=data.val is not None, callbacks=callbacks, resume=ckpt is not None
     )
+    _train(trainer, task, SSALDataModule(data, parts.loaders), ckpt, paths, t.epochs)
+    rows = read_metrics(paths.metrics)
+    return FitResult(paths.root, parts.num_params, rows[-1] if rows else None, trainer.is_global_zero)
+
+
+def _load_checked_data(cfg: Config, dry_run: bool) -> DataBundle:
+    """The run's train and val splits; for ImageFolder data a broken image is named now (or skipped), not found
+    in the middle of an epoch."""
+    data = load_data(cfg.data, ("train", "val"), dry_run=dry_run)
+    if data.is_folder and not dry_run:
+        from ..data.folder import check_images
+
+        splits = [Path(cfg.data.root) / s for s in ("train", "val", "test") if (Path(cfg.data.root) / s).is_dir()]
+        check_images(splits, skip=cfg.data.skip_broken)
+    return data
+
+
+def _train(
+    trainer: L.Trainer, task: SSALTask, dm: SSALDataModule, ckpt: Path | None, paths: RunPaths, epochs: int
+) -> None:
+    """``trainer.fit`` with the run's errors made into one line, and a stop signal into ``signals.Interrupted``."""
     try:
         with signals.deferred():
-            trainer.fit(task, datamodule=SSALDataModule(cfg, data), ckpt_path=ckpt, weights_only=True)
+            trainer.fit(task, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except (signals.Interrupted, SIGTERMException) as e:
         stop = e if isinstance(e, signals.Interrupted) else signals.Interrupted(signal.SIGTERM)
         done = max(next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint)).epochs_saved, task.start_epoch)
         stop.run_dir, stop.epochs_saved = paths.root, done
-        stop.epoch = done + 1 if done < cfg.trainer.epochs else None
+        stop.epoch = done + 1 if done < epochs else None
         raise stop from None
     except MisconfigurationException as e:  # e.g. a limit_train_batches that leaves no batch
         raise SSALError(f"trainer settings: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        if ckpt is not None and "parameter group" in str(e):  # an optimiser state of another code or config
+            raise SSALError(f"{ckpt}: its optimiser state does not fit this run's optimiser ({e})") from None
+        raise
     except RuntimeError as e:
         if ckpt is not None and "state_dict" in str(e):  # resuming with a config that builds another model
             raise SSALError(f"{ckpt} does not match the config's model: {state_dict_mismatch(e)}") from None
         raise
-    rows = read_metrics(paths.metrics)
-    return FitResult(paths.root, n_params, rows[-1] if rows else None, trainer.is_global_zero)

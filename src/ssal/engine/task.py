@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -12,8 +13,7 @@ import numpy as np
 import torch
 
 from ..architecture import SSALModel
-from ..build import make_loader
-from ..config import Config, OptimConfig, ScheduleConfig
+from ..config import OptimConfig, ScheduleConfig
 from ..errors import SSALError
 from ..features import classifier_names
 from ..loss import SSALLoss
@@ -202,6 +202,7 @@ class SSALTask(L.LightningModule):
         model: SSALModel,
         loss: SSALLoss,
         eta: list[float],
+        *,
         optim: OptimConfig,
         schedule: ScheduleConfig,
         epochs: int,
@@ -332,11 +333,12 @@ class SSALTask(L.LightningModule):
 
 
 class SSALDataModule(L.LightningDataModule):
-    """Builds each rank's loaders after the strategy is set up (so every rank knows its shard)."""
+    """Makes each rank's loaders with the run's loader factory once the strategy is set up (so every rank knows
+    its shard)."""
 
-    def __init__(self, cfg: Config, data: Any) -> None:
+    def __init__(self, data: Any, loaders: Callable[..., Any]) -> None:
         super().__init__()
-        self.cfg, self.data = cfg, data
+        self.data, self.loaders = data, loaders
         self.train_loader: Any = None
         self.val_loader: Any = None
 
@@ -346,11 +348,11 @@ class SSALDataModule(L.LightningDataModule):
         t = self.trainer
         rank, ws, dev = (t.global_rank, t.world_size, t.strategy.root_device) if t else (0, 1, "cpu")
         kw = {"device": dev, "rank": rank, "world_size": ws}
-        self.train_loader = make_loader(self.cfg, self.data, self.data.train, train=True, **kw)
+        self.train_loader = self.loaders("train", train=True, **kw)
         if self.data.val is not None:
-            self.val_loader = make_loader(self.cfg, self.data, self.data.val, train=False, **kw)
+            self.val_loader = self.loaders("val", train=False, **kw)
         if len(self.train_loader) == 0:
-            raise SSALError(f"data.batch_size={self.cfg.data.batch_size} leaves no full batch on rank {rank}")
+            raise SSALError(f"data.batch_size={self.loaders.batch_size} leaves no full batch on rank {rank}")
         if self.val_loader is not None and len(self.val_loader) == 0:
             raise SSALError("the validation split is empty: nothing to choose the best checkpoint by")
 
