@@ -74,12 +74,14 @@ def test_pipeline_checks_weights_per_branch_before_the_baseline(tmp_path: Path, 
 
 
 def test_pipeline_names_the_ssal_confusion_it_replaces(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ssal.config import resolve_raw
     from ssal.pipeline import _ssal_configs
 
     raw = read_yaml(REPO / "configs" / "demo.yaml")
     conf = tmp_path / "baseline" / "confusion.npy"
+    over = {"ssal.confusion": "mine.npy"}
     with caplog.at_level("WARNING"):
-        cfgs = _ssal_configs(raw, {"ssal.confusion": "mine.npy"}, tmp_path, conf)
+        cfgs = _ssal_configs(raw, over, resolve_raw(raw, None, over), tmp_path, conf)
     assert [c.ssal.confusion for c in cfgs] == [str(conf)]
     assert "ssal.confusion=mine.npy is replaced by the pipeline's baseline confusion matrix" in caplog.text
 

@@ -80,6 +80,51 @@ def _as_tensor(out: object, what: str) -> torch.Tensor:
     raise SSALError(f"{what} returned {type(out).__name__}; an SSAL branch needs a tensor output")
 
 
+@dataclass
+class ShapeProbe:
+    """What one zero batch through a backbone shows: the first output shape of each watched module (the first
+    tensor of a tuple output), the type of any other output, how often each module ran, and the backbone's output."""
+
+    shapes: dict[str, torch.Size]
+    other: dict[str, str]
+    calls: dict[str, int]
+    output: object
+
+
+def probe_shapes(backbone: nn.Module, names: Sequence[str], size: Sequence[int]) -> ShapeProbe:
+    """Run a zero batch of two images of ``size`` (C, H, W) through ``backbone`` in eval mode with hooks on the
+    modules ``names``; its mode is restored. ``SSALError`` if the backbone rejects the size."""
+    probe = ShapeProbe({}, {}, dict.fromkeys(names, 0), None)
+    modules = dict(backbone.named_modules())
+
+    def seen(n: str, o: object) -> None:
+        probe.calls[n] += 1
+        t = o[0] if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor) else o
+        if isinstance(t, torch.Tensor):
+            probe.shapes.setdefault(n, t.shape)
+        else:
+            probe.other.setdefault(n, type(o).__name__)
+
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen(n, o)) for n in dict.fromkeys(names)]
+    p = next(backbone.parameters(), None)
+    size = tuple(size)
+    was_training = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            probe.output = backbone(torch.zeros(2, *size, device=p.device if p is not None else None))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise SSALError(
+            f"the backbone failed on an input of size {size}: {str(e).splitlines()[0]} (a model built for one "
+            "input size needs that size: model.input_size, or its size option such as image_size / img_size)"
+        ) from None
+    finally:
+        backbone.train(was_training)
+        for h in hooks:
+            h.remove()
+    return probe
+
+
 class _BranchHook:
     """Forward hook on an attach point: runs its branches g_i right when h is produced, before any in-place op.
 
@@ -212,31 +257,13 @@ class SSALModel(nn.Module):
 
     def _probe(self, targets: Sequence[str], size: Sequence[int] | None = None) -> tuple[dict[str, torch.Size], int]:
         """Run one dummy batch through the backbone to learn the attach-point shapes and C."""
-        shapes: dict[str, torch.Size] = {}
-        calls: dict[str, int] = dict.fromkeys(targets, 0)
         modules = dict(self.backbone.named_modules())
-
-        def seen(t: str, output: object) -> None:
-            shapes[t], calls[t] = _as_tensor(output, t).shape, calls[t] + 1
-
-        hooks = [modules[t].register_forward_hook(lambda m, i, o, t=t: seen(t, o)) for t in dict.fromkeys(targets)]
-        p = next(self.backbone.parameters(), None)
-        size = tuple(self.input_size if size is None else size)
-        x = torch.zeros(2, *size, device=p.device if p is not None else None)
-        was_training = self.backbone.training
-        try:
-            self.backbone.eval()
-            with torch.no_grad():
-                out = _as_tensor(self.backbone(x), "the backbone")
-        except (RuntimeError, AssertionError, ValueError) as e:
-            raise SSALError(
-                f"the backbone failed on an input of size {size}: {str(e).splitlines()[0]} (a model built for one "
-                "input size needs that size: model.input_size, or its size option such as image_size / img_size)"
-            ) from None
-        finally:
-            self.backbone.train(was_training)
-            for h in hooks:
-                h.remove()
+        probe = probe_shapes(self.backbone, targets, self.input_size if size is None else size)
+        out = _as_tensor(probe.output, "the backbone")
+        shapes, calls = probe.shapes, probe.calls
+        if probe.other:
+            t, kind = next(iter(probe.other.items()))
+            raise SSALError(f"{t} returned {kind}; an SSAL branch needs a tensor output")
         if out.dim() != 2:
             raise SSALError(f"the backbone must return logits of shape (B, C), got {tuple(out.shape)}")
         for t in targets:

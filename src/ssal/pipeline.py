@@ -72,8 +72,8 @@ def _check_same_setup(cfg: Config) -> RunPaths:
     return paths
 
 
-def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], out: Path) -> Config:
-    base = resolve_raw(raw, None, overrides)
+def _baseline_config(raw: dict[str, Any], overrides: dict[str, Any], base: Config, out: Path) -> Config:
+    """The baseline run: ``base`` (the resolved config) without branches, for ``pipeline.baseline_epochs``."""
     epochs = base.pipeline.baseline_epochs or base.trainer.epochs
     extra = {"ssal.branches": [], "name": f"{base.name}_baseline", "run_dir": str(out / "baseline")}
     if epochs != base.trainer.epochs:
@@ -102,9 +102,9 @@ def _one_pass_groupings(raw: dict[str, Any], variant: str | None, overrides: dic
 
 
 def _ssal_configs(
-    raw: dict[str, Any], overrides: dict[str, Any], out: Path, confusion: Path, one_pass: bool = False
+    raw: dict[str, Any], overrides: dict[str, Any], base: Config, out: Path, confusion: Path, one_pass: bool = False
 ) -> list[Config]:
-    base = resolve_raw(raw, None, overrides)
+    """One config per chosen variant (or the config itself) with branches, its groups from ``confusion``."""
     if base.ssal.confusion and Path(base.ssal.confusion) != confusion:
         log.warning("ssal.confusion=%s is replaced by the pipeline's baseline confusion matrix", base.ssal.confusion)
     names: list[str | None] = list(base.pipeline.variants or variant_names(raw)) or [None]
@@ -140,10 +140,11 @@ def run_pipeline(
     overrides = dict(overrides or {})
     if out is not None and overrides.get("run_dir") not in (None, "") and Path(overrides["run_dir"]) != Path(out):
         raise SSALError(f"--out {out} and run_dir={overrides['run_dir']} name two output folders; give one")
-    out = Path(out) if out is not None else Path(resolve_raw(raw, None, overrides).run_dir)
-    bcfg = _baseline_config(raw, overrides, out)
+    base = resolve_raw(raw, None, overrides)  # the config without a variant, resolved once
+    out = Path(out) if out is not None else Path(base.run_dir)
+    bcfg = _baseline_config(raw, overrides, base, out)
     conf_path = Path(bcfg.run_dir) / "confusion.npy"
-    cfgs = _ssal_configs(raw, overrides, out, conf_path, one_pass)
+    cfgs = _ssal_configs(raw, overrides, base, out, conf_path, one_pass)
     if not cfgs:
         raise SSALError(
             "no SSAL run to train: ssal.branches is empty in the config and in every chosen variant (train a "

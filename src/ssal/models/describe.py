@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
+from ..architecture import probe_shapes
 from ..errors import SSALError
 from ..features import AmbiguousLayoutError, declared_layouts, default_positions, infer_layout, prefix_tokens_hint
 
@@ -99,28 +99,10 @@ def _probe_shapes(
     backbone: nn.Module, names: list[str], size: tuple[int, int, int]
 ) -> dict[str, tuple[int, ...]] | None:
     """Output shapes of the modules ``names`` for a zero batch of ``size`` (None if the model rejects the size)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    modules = dict(backbone.named_modules())
-
-    def hook(n: str) -> Any:
-        def f(m: nn.Module, i: object, o: object) -> None:
-            t = o[0] if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor) else o
-            if isinstance(t, torch.Tensor) and n not in shapes:
-                shapes[n] = tuple(t.shape)
-
-        return f
-
-    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
     try:
-        backbone.eval()
-        with torch.no_grad():
-            backbone(torch.zeros(2, *size))
-    except (RuntimeError, AssertionError, ValueError):
+        return {n: tuple(s) for n, s in probe_shapes(backbone, names, size).shapes.items()}
+    except SSALError:
         return None
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
 
 
 def format_attach_points(name: str, points: list[AttachPoint], size: tuple[int, int, int]) -> str:
