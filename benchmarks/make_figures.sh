@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ssal.build import load_data
-from ssal.predict import predict_tensor
+from ssal.inference import predict_tensor
 from ssal.runs import load_run
 
 info = load_run(sys.argv[1])

@@ -552,7 +552,7 @@ def test_image_files(file: tuple[str, str, bytes]) -> None:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     from ssal.data.folder import _decode, _image_problem, check_images
-    from ssal.predict import load_image
+    from ssal.inference import load_image
 
     kind, suffix, blob = file
     with tempfile.TemporaryDirectory() as d:

@@ -27,7 +27,7 @@ from ssal.cli import main
 from ssal.errors import SSALError
 from ssal.explain import OutputSelector, explain_batch, figure_pixels, output_heatmap
 from ssal.export import export_run, max_difference, run_exported, ssal_outputs
-from ssal.predict import predict_images, predict_tensor
+from ssal.inference import predict_images, predict_tensor
 from ssal.prediction import SSALMetrics, joint_probability
 from ssal.runs import RunInfo, load_run
 from ssal.runtime import image_transform, load_image
@@ -141,7 +141,7 @@ def test_predict_cli_text_and_per_file_errors(
 
 
 def test_predict_text_of_a_baseline_has_no_joint_line() -> None:
-    from ssal.predict import BranchPrediction, ClassScore, ImagePrediction, format_prediction
+    from ssal.inference import BranchPrediction, ClassScore, ImagePrediction, format_prediction
 
     top = [ClassScore(3, "three", 0.9)]
     assert "+JP" not in format_prediction(ImagePrediction("a.png", top, top))  # no branch: +JP would be +TR again

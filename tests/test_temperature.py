@@ -74,7 +74,7 @@ def test_predict_and_export_use_the_fitted_temperatures(demo_run: Path, tmp_path
 
     from ssal.evaluation import load_temperatures
     from ssal.export import run_exported
-    from ssal.predict import predict_tensor
+    from ssal.inference import predict_tensor
     from ssal.runs import load_run
 
     run = tmp_path / "run"

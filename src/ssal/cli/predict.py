@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the run, predict every image, print text or JSON; exit 2 if any file failed."""
     from ..errors import SSALError
     from ..evaluation import load_temperatures
-    from ..predict import format_prediction, predict_images
+    from ..inference import format_prediction, predict_images
     from ..runs import load_run
     from ..runtime import expand_image_paths
 

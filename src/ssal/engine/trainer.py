@@ -56,6 +56,8 @@ class RunWriter(L.Callback):
     The checkpoints (best.ckpt by ``monitor``, then last.ckpt) are written after the row, so after a crash the
     resumed epoch simply overwrites its row: metrics.csv never holds duplicated or missing epochs. ``on_setup`` runs
     once on rank 0 when training starts; ``compute`` (a ``ComputeMeter``) gives the ``train_flops`` column.
+    Not Lightning's ``CSVLogger``: metrics.csv holds exactly one row per finished epoch, written atomically and cut
+    back to the last saved epoch when a run resumes.
     """
 
     def __init__(self, paths: RunPaths, monitor: str, on_setup: Any = None, compute: Any = None) -> None:
