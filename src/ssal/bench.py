@@ -462,10 +462,30 @@ def interleaved_train_path(
     Ratios are medians of the per-step ratios after ``s.warmup`` steps. With ``cfg.trainer.compile`` both loops
     run through ``torch.compile``.
     """
-    from .engine import RunWriter, SSALDataModule, SSALTask, build_optimizer, build_trainer, quiet_lightning
+    from .engine import SSALTask, quiet_lightning
 
     quiet_lightning()
     device = default_device()
+    cfg, n_batches = _train_path_config(s, cfg, device)
+    compiled = bool(cfg.trainer.compile)  # then both loops run compiled, after 3 warm-up steps at least
+    if data is None:
+        data = _synthetic_data(s, n_batches)
+    flops = train_step_flops(s, branches)
+    model, crit, _, _ = _model_and_batch(s, list(branches))
+    task = SSALTask(model, crit, [1.0] * len(model.branches), optim=cfg.optim, schedule=cfg.schedule, epochs=1,
+                    compile=compiled)  # fmt: skip
+    bare = _BareLoop.create(s, branches, cfg, device=device, compiled=compiled)  # the same initial weights
+    loaders = Loaders(cfg, data)
+    bare.start(loaders("train", train=True, device=device))
+    mms = [_matmul_step(dt, matmul_peak(dt)[1]) for dt in peak_dtypes]
+    interleave = _Interleave(device, bare.step, [mm for mm, _ in mms])
+    _fit_train_path(cfg, task, data, loaders, interleave)
+    mm_flops = [n_flops for _, n_flops in mms]
+    return _train_path_ratios(interleave.times, s=s, flops=flops, peak_dtypes=peak_dtypes, mm_flops=mm_flops)
+
+
+def _train_path_config(s: BenchSettings, cfg: Any, device: torch.device) -> tuple[Any, int]:
+    """A copy of ``cfg`` (default: a bench config) that trains one epoch of the measured batches, and their count."""
     if cfg is None:
         cfg = Config(name="bench")
         cfg.data.batch_size = s.batch_size
@@ -476,57 +496,92 @@ def interleaved_train_path(
     cfg.trainer.precision = resolve_precision(s.precision, device.type)
     cfg.trainer.epochs, cfg.trainer.progress_bar, cfg.trainer.devices = 1, False, 1
     cfg.trainer.limit_train_batches = n_batches  # a batch count: Lightning accepts an int
-    if data is None:
-        C, (c, h, w) = s.num_classes, s.image_size()
-        n = s.batch_size * n_batches
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
-        arrays = ImageArrays(images, torch.arange(n) % C, [str(i) for i in range(C)], name="synthetic")
-        data = DataBundle("synthetic", C, arrays.class_names, train=arrays)
-    flops = train_step_flops(s, branches)
-    model, crit, _, _ = _model_and_batch(s, list(branches))
-    task = SSALTask(model, crit, [1.0] * len(model.branches), optim=cfg.optim, schedule=cfg.schedule, epochs=1,
-                    compile=compiled)  # fmt: skip
-    bare, bare_crit, _, _ = _model_and_batch(s, list(branches))  # the same initial weights
-    bare.train()
-    bare_forward = torch.compile(bare.forward) if compiled else bare.forward
-    opt = build_optimizer(bare, cfg.optim)
-    loaders = Loaders(cfg, data)
-    loader = loaders("train", train=True, device=device)
-    batches = iter(loader)
+    return cfg, n_batches
 
-    def bare_step() -> None:
-        nonlocal batches
+
+def _synthetic_data(s: BenchSettings, n_batches: int) -> DataBundle:
+    """A seeded data set of random uint8 images in ``s``'s image size: ``n_batches`` batches of ``s.batch_size``."""
+    C, (c, h, w) = s.num_classes, s.image_size()
+    n = s.batch_size * n_batches
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
+    arrays = ImageArrays(images, torch.arange(n) % C, [str(i) for i in range(C)], name="synthetic")
+    return DataBundle("synthetic", C, arrays.class_names, train=arrays)
+
+
+@dataclass
+class _BareLoop:
+    """A bare PyTorch training loop: its own model, loss and optimiser, stepping through its own loader."""
+
+    forward: Callable[[torch.Tensor], Any]
+    crit: SSALLoss
+    opt: torch.optim.Optimizer
+    device: torch.device
+    precision: str
+    loader: Any = None
+    batches: Iterator[Any] = field(default_factory=lambda: iter(()))
+
+    @classmethod
+    def create(cls, s: BenchSettings, branches: Any, cfg: Any, *, device: torch.device, compiled: bool) -> _BareLoop:
+        """The bare loop of ``s``'s model with ``branches`` and the optimiser of ``cfg``; call ``start`` next."""
+        from .engine import build_optimizer
+
+        bare, crit, _, _ = _model_and_batch(s, list(branches))
+        bare.train()
+        forward = torch.compile(bare.forward) if compiled else bare.forward
+        return cls(forward, crit, build_optimizer(bare, cfg.optim), device, s.precision)
+
+    def start(self, loader: Any) -> None:
+        """Take the batches from ``loader``, from its start again whenever it ends."""
+        self.loader, self.batches = loader, iter(loader)
+
+    def step(self) -> None:
+        """One training step on the next batch."""
         try:
-            x, y = next(batches)
+            x, y = next(self.batches)
         except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
-        with autocast(device, s.precision):
-            loss = bare_crit(bare_forward(x), y).total
+            self.batches = iter(self.loader)
+            x, y = next(self.batches)
+        with autocast(self.device, self.precision):
+            loss = self.crit(self.forward(x), y).total
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
 
-    mms = [_matmul_step(dt, matmul_peak(dt)[1]) for dt in peak_dtypes]
-    times: dict[str, list[float]] = {"engine": [], "bare": [], **{f"mm{i}": [] for i in range(len(mms))}}
-    start: list[float] = []
 
-    class Interleave(L.Callback):
-        def on_train_batch_start(self, *args: Any) -> None:
-            _sync(device)
-            if start:
-                times["engine"].append(time.perf_counter() - start[-1])
-            times["bare"].append(_seconds(bare_step, device))
-            for i, (mm, _) in enumerate(mms):
-                times[f"mm{i}"].append(_seconds(mm, device))
-            _sync(device)
-            start.append(time.perf_counter())
+class _Interleave(L.Callback):
+    """At every batch start: the training path's last step time, then one timed bare step and each timed matmul."""
+
+    def __init__(self, device: torch.device, bare_step: Callable[[], None], matmuls: list[Callable[[], None]]) -> None:
+        self.device, self.bare_step, self.matmuls = device, bare_step, matmuls
+        self.times: dict[str, list[float]] = {"engine": [], "bare": [], **{f"mm{i}": [] for i in range(len(matmuls))}}
+        self.last_start: float | None = None
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        _sync(self.device)
+        if self.last_start is not None:
+            self.times["engine"].append(time.perf_counter() - self.last_start)
+        self.times["bare"].append(_seconds(self.bare_step, self.device))
+        for i, mm in enumerate(self.matmuls):
+            self.times[f"mm{i}"].append(_seconds(mm, self.device))
+        _sync(self.device)
+        self.last_start = time.perf_counter()
+
+
+def _fit_train_path(cfg: Any, task: Any, data: DataBundle, loaders: Loaders, callback: L.Callback) -> None:
+    """Train ``task`` for one epoch as ``ssal train`` would, with ``callback``, in a temporary run directory."""
+    from .engine import RunWriter, SSALDataModule, build_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = RunPaths(Path(tmp))
-        trainer = build_trainer(cfg, paths, RunWriter(paths, "f_top1"), has_val=False, callbacks=[Interleave()])
+        trainer = build_trainer(cfg, paths, RunWriter(paths, "f_top1"), has_val=False, callbacks=[callback])
         trainer.fit(task, datamodule=SSALDataModule(data, loaders))
+
+
+def _train_path_ratios(
+    times: dict[str, list[float]], *, s: BenchSettings, flops: int, peak_dtypes: tuple, mm_flops: list[float]
+) -> dict[str, float]:
+    """Throughputs and ratios of the training path, the bare loop and the matmuls from their interleaved times."""
     k = min(len(times["engine"]), s.steps)
     if k < 1:
         raise RuntimeError(f"the training path ran {len(times['engine']) + 1} batches; need warmup + steps + 1")
@@ -541,9 +596,9 @@ def interleaved_train_path(
         "engine_gflops": flops / float(np.median(eng)) / 1e9,
         "bare_loader_gflops": flops / float(np.median(bar)) / 1e9,
     }
-    for i, (dt, (_, mm_flops)) in enumerate(zip(peak_dtypes, mms, strict=True)):
+    for i, (dt, dt_flops) in enumerate(zip(peak_dtypes, mm_flops, strict=True)):
         mm = np.array(times[f"mm{i}"][-k - 1 : -1])
         name = str(dt).replace("torch.", "")
-        out[f"{name}_matmul_peak_gflops"] = mm_flops / float(np.median(mm)) / 1e9
-        out[f"engine_fraction_of_{name}_peak"] = float(np.median((flops / eng) / (mm_flops / mm)))
+        out[f"{name}_matmul_peak_gflops"] = dt_flops / float(np.median(mm)) / 1e9
+        out[f"engine_fraction_of_{name}_peak"] = float(np.median((flops / eng) / (dt_flops / mm)))
     return out

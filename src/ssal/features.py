@@ -115,56 +115,86 @@ def infer_layout(
     """
     shape = tuple(int(s) for s in shape)
     rank = len(shape)
-    hint = f"set the branch's layout (layout: one of {LAYOUT_HELP})"
     if stated is not None:
-        lay = Layout.parse(stated)
-        if lay.rank != rank:
-            raise SSALError(f"attach point {where!r}: layout {lay} needs a {lay.rank}-D output, got shape {shape}")
-        if lay.kind == "tokens" and shape[1] <= lay.prefix:
-            raise SSALError(f"attach point {where!r}: layout {lay} but only {shape[1]} tokens in {shape}")
-        return lay, "stated"
+        return _stated_layout(shape, where, stated), "stated"
     if rank == 2:
         return Layout("vector"), "probe"
     if declared is not None and declared.rank == rank and (declared.kind != "tokens" or shape[1] > declared.prefix):
         if rank == 4:
-            probed = _map_layout(shape, input_hw)
-            if probed is not None and probed != declared.kind:
-                raise SSALError(
-                    f"attach point {where!r}: the model declares {declared} but its output {shape} is {probed}; {hint}"
-                )
+            _check_declared_map(shape, where, declared, input_hw)
         return declared, "model"
     if rank == 4:
-        kind = _map_layout(shape, input_hw) or _moved_axes(shape, shape_alt)
-        if kind is None:
-            raise AmbiguousLayoutError(
-                f"cannot tell the layout of attach point {where!r} from its output shape {shape}: "
-                "set the branch's layout (layout: nchw for (B, C, H, W), layout: nhwc for (B, H, W, C))"
-            )
-        return Layout(kind), "probe"
+        return _probed_map_layout(shape, where, input_hw, shape_alt), "probe"
     if rank == 3:
-        n = shape[1]
-        if prefix_hint is not None and _squares(n, [prefix_hint]):
-            return Layout("tokens", prefix_hint), "model"
-        if shape_alt is not None and len(shape_alt) == 3 and int(shape_alt[2]) != shape[2]:
-            raise SSALError(
-                f"attach point {where!r}: its output {shape} is a (B, D, N) sequence (the last axis grows with the "
-                "input); attach the branch to a module with (B, N, D) tokens or a map"
-            )
-        found = _squares(n, range(MAX_PREFIX + 1))
-        if prefix_hint is not None and _squares(n, [0]):
-            found = [0]  # e.g. a ViT's patch embedding: the square grid, before the class token is added
-        if len(found) != 1 and shape_alt is not None and len(shape_alt) == 3:
-            grown = int(shape_alt[1]) - n  # twice the side: 4x the patch tokens, the prefix tokens stay
-            if grown > 0 and grown % 3 == 0 and 0 <= n - grown // 3 <= MAX_PREFIX:
-                found = [n - grown // 3]
-        if len(found) == 1:
-            return Layout("tokens", found[0]), "probe"
-        raise AmbiguousLayoutError(
-            f"cannot tell the layout of attach point {where!r} from its output shape {shape}: {n} tokens "
-            + (f"could have {' or '.join(map(str, found))} prefix tokens" if found else "do not form a square grid")
-            + "; set the branch's layout (layout: tokens, tokens_cls or tokens_pP for P prefix tokens)"
-        )
+        return _token_layout(shape, where, prefix_hint, shape_alt)
     raise SSALError(f"attach point {where!r}: a {rank}-D output {shape} is not a feature map, tokens or a vector")
+
+
+def _stated_layout(shape: tuple[int, ...], where: str, stated: str | Layout) -> Layout:
+    """The layout a branch states; ``SSALError`` if it does not fit the output ``shape``."""
+    lay = Layout.parse(stated)
+    if lay.rank != len(shape):
+        raise SSALError(f"attach point {where!r}: layout {lay} needs a {lay.rank}-D output, got shape {shape}")
+    if lay.kind == "tokens" and shape[1] <= lay.prefix:
+        raise SSALError(f"attach point {where!r}: layout {lay} but only {shape[1]} tokens in {shape}")
+    return lay
+
+
+def _check_declared_map(shape: tuple[int, ...], where: str, declared: Layout, input_hw: tuple[int, int] | None) -> None:
+    """``SSALError`` when the 4-D output ``shape`` proves a map layout other than the one the model declares."""
+    probed = _map_layout(shape, input_hw)
+    if probed is not None and probed != declared.kind:
+        hint = f"set the branch's layout (layout: one of {LAYOUT_HELP})"
+        raise SSALError(
+            f"attach point {where!r}: the model declares {declared} but its output {shape} is {probed}; {hint}"
+        )
+
+
+def _probed_map_layout(
+    shape: tuple[int, ...], where: str, input_hw: tuple[int, int] | None, shape_alt: Sequence[int] | None
+) -> Layout:
+    """nchw or nhwc as the probe's output shapes prove it; ``AmbiguousLayoutError`` if they do not."""
+    kind = _map_layout(shape, input_hw) or _moved_axes(shape, shape_alt)
+    if kind is None:
+        raise AmbiguousLayoutError(
+            f"cannot tell the layout of attach point {where!r} from its output shape {shape}: "
+            "set the branch's layout (layout: nchw for (B, C, H, W), layout: nhwc for (B, H, W, C))"
+        )
+    return Layout(kind)
+
+
+def _token_layout(
+    shape: tuple[int, ...], where: str, prefix_hint: int | None, shape_alt: Sequence[int] | None
+) -> tuple[Layout, str]:
+    """The token layout of a 3-D output and how it was known (model/probe); ``SSALError`` if it is not proven."""
+    n = shape[1]
+    if prefix_hint is not None and _squares(n, [prefix_hint]):
+        return Layout("tokens", prefix_hint), "model"
+    if shape_alt is not None and len(shape_alt) == 3 and int(shape_alt[2]) != shape[2]:
+        raise SSALError(
+            f"attach point {where!r}: its output {shape} is a (B, D, N) sequence (the last axis grows with the "
+            "input); attach the branch to a module with (B, N, D) tokens or a map"
+        )
+    found = _prefix_counts(n, prefix_hint, shape_alt)
+    if len(found) == 1:
+        return Layout("tokens", found[0]), "probe"
+    raise AmbiguousLayoutError(
+        f"cannot tell the layout of attach point {where!r} from its output shape {shape}: {n} tokens "
+        + (f"could have {' or '.join(map(str, found))} prefix tokens" if found else "do not form a square grid")
+        + "; set the branch's layout (layout: tokens, tokens_cls or tokens_pP for P prefix tokens)"
+    )
+
+
+def _prefix_counts(n: int, prefix_hint: int | None, shape_alt: Sequence[int] | None) -> list[int]:
+    """The prefix token counts ``n`` tokens may have (one when the shapes prove it) that leave a square grid."""
+    found = _squares(n, range(MAX_PREFIX + 1))
+    if prefix_hint is not None and _squares(n, [0]):
+        found = [0]  # e.g. a ViT's patch embedding: the square grid, before the class token is added
+    if len(found) != 1 and shape_alt is not None and len(shape_alt) == 3:
+        grown = int(shape_alt[1]) - n  # twice the side: 4x the patch tokens, the prefix tokens stay
+        if grown > 0 and grown % 3 == 0 and 0 <= n - grown // 3 <= MAX_PREFIX:
+            found = [n - grown // 3]
+    return found
 
 
 def _map_layout(shape: tuple[int, ...], input_hw: tuple[int, int] | None) -> str | None:

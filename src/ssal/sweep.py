@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,29 +182,71 @@ def run_sweep(
     from .engine import fit
 
     optuna, PruningCallback = _import_optuna()
+    _quiet_optuna(optuna)
+    direction = direction or ("minimize" if metric.endswith("loss") else "maximize")
+    _check_sweep(raw, spaces, fixed, trials=trials, heartbeat=heartbeat, variant=variant, out=out, metric=metric)
+    study = _open_study(optuna, out, study_name, direction=direction, pruner=pruner, seed=seed, heartbeat=heartbeat)
+    study.set_user_attr("metric", metric)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done:
+        log.info("study %s: %d of %d trials finished before; going on", study_name, done, trials)
+    objective = _Objective(raw, variant, fixed, spaces, out, metric, fit=fit, optuna=optuna, pruning=PruningCallback)
+    if done < trials:
+        stop = optuna.study.MaxTrialsCallback(trials, states=finished)
+        study.optimize(objective, callbacks=[stop], catch=(), gc_after_trial=True)
+    return write_summary(study, out, raw, variant, fixed)
+
+
+def _quiet_optuna(optuna: Any) -> None:
+    """Keep Optuna's own log lines and warnings out of the output."""
     debug = logging.getLogger().level <= logging.DEBUG
     optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)  # ssal logs each trial
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # an epoch without the metric (jp_* before online groups exist) is not reported; a wrong name fails the trial
     warnings.filterwarnings("ignore", message=".*is not in the evaluation logs for pruning.*")
+
+
+def _check_sweep(
+    raw: dict,
+    spaces: list[Space],
+    fixed: dict[str, Any],
+    *,
+    trials: int,
+    heartbeat: int,
+    variant: str | None,
+    out: Path,
+    metric: str,
+) -> None:
+    """``SSALError`` unless the sweep's options, every edge of its search space and its objective are valid."""
     if trials < 1:
         raise SSALError(f"--trials must be >= 1, got {trials}")
     if heartbeat < 1:
         raise SSALError(f"--heartbeat must be >= 1 second, got {heartbeat}")
     if not spaces:
         raise SSALError("give at least one search space, e.g. optim.lr=float:0.01:0.5:log")
-    direction = direction or ("minimize" if metric.endswith("loss") else "maximize")
     for sp in spaces:  # every key and value of the space must make a valid config before anything runs
         for v in sp.examples():
             cfg = _trial_config(raw, variant, fixed, {sp.key: v}, out, 0)
     check_objective(cfg, metric)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
+
+
+def _study_storage(optuna: Any, out: Path, heartbeat: int) -> Any:
+    """The SQLite storage ``out/study.db``, whose trials without a heartbeat for ``2 * heartbeat`` s are retried."""
+    return optuna.storages.RDBStorage(
         f"sqlite:///{(out / 'study.db').resolve()}",
         heartbeat_interval=heartbeat,
         grace_period=2 * heartbeat,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
     )
+
+
+def _open_study(
+    optuna: Any, out: Path, study_name: str, *, direction: str, pruner: str, seed: int, heartbeat: int
+) -> Any:
+    """The study ``study_name`` in ``out/study.db``, new or loaded; ``SSALError`` if it cannot be used as asked."""
+    out.mkdir(parents=True, exist_ok=True)
+    storage = _study_storage(optuna, out, heartbeat)
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(),
@@ -220,31 +263,42 @@ def run_sweep(
         raise SSALError(f"study {study_name!r} in {out / 'study.db'}: {e}") from None
     if study.direction.name.lower() != direction:
         raise SSALError(f"study {study_name!r} in {out / 'study.db'} maximises/minimises the other way; use --out")
-    study.set_user_attr("metric", metric)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done:
-        log.info("study %s: %d of %d trials finished before; going on", study_name, done, trials)
+    return study
 
-    def objective(trial: Any) -> float:
+
+@dataclass(frozen=True)
+class _Objective:
+    """Optuna's objective: train one trial as a run directory and return the last value of its ``metric``."""
+
+    raw: dict
+    variant: str | None
+    fixed: dict[str, Any]
+    spaces: list[Space]
+    out: Path
+    metric: str
+    fit: Callable[..., Any]
+    optuna: Any
+    pruning: Any  # optuna_integration.PyTorchLightningPruningCallback
+
+    def __call__(self, trial: Any) -> float:
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
-        previous = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        previous = self.optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
         number = previous[0] if previous else trial.number  # a killed trial goes on in its own run directory
-        params = {sp.key: sp.suggest(trial) for sp in spaces}
-        cfg = _trial_config(raw, variant, fixed, params, out, number)
+        params = {sp.key: sp.suggest(trial) for sp in self.spaces}
+        cfg = _trial_config(self.raw, self.variant, self.fixed, params, self.out, number)
         trial.set_user_attr("run_dir", cfg.run_dir)
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         resume = bool(previous) and (Path(cfg.run_dir) / "checkpoints" / "last.ckpt").is_file()
-        fit(cfg, resume=resume, callbacks=[PruningCallback(trial, monitor=f"val/{metric}")])
-        rows = [r for r in read_metrics(Path(cfg.run_dir) / "metrics.csv") if r.get(metric) not in (None, "")]
-        if not rows:
-            raise SSALError(f"trial {trial.number}: the run logged no {metric!r} (columns of metrics.csv)")
-        return float(rows[-1][metric])
+        self.fit(cfg, resume=resume, callbacks=[self.pruning(trial, monitor=f"val/{self.metric}")])
+        return _last_value(trial.number, Path(cfg.run_dir) / "metrics.csv", self.metric)
 
-    if done < trials:
-        stop = optuna.study.MaxTrialsCallback(trials, states=finished)
-        study.optimize(objective, callbacks=[stop], catch=(), gc_after_trial=True)
-    return write_summary(study, out, raw, variant, fixed)
+
+def _last_value(number: int, metrics: Path, metric: str) -> float:
+    """The last value of ``metric`` in a trial's ``metrics.csv``; ``SSALError`` if it has none."""
+    rows = [r for r in read_metrics(metrics) if r.get(metric) not in (None, "")]
+    if not rows:
+        raise SSALError(f"trial {number}: the run logged no {metric!r} (columns of metrics.csv)")
+    return float(rows[-1][metric])
 
 
 def _fmt(v: Any) -> Any:

@@ -318,32 +318,108 @@ def build_folder_loader(
     if batch_size < 1 or workers < 0:
         raise SSALError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
     split = split if isinstance(split, FolderSplit) else FolderSplit(split)
-    path = Path(root).expanduser() / split.folder  # val/ and test/ may lack a class, or hold it as an empty folder
     augment = {"auto_augment": auto_augment, "random_erasing": random_erasing}
+    folder, dataset = _folder_dataset(
+        root,
+        split,
+        train=train,
+        image_size=image_size,
+        resize=resize,
+        class_names=class_names,
+        skip_broken=skip_broken,
+        augment=augment,
+    )
+    sampler, rank = _folder_sampler(
+        dataset, train=train, distributed=distributed, rank=rank, world_size=world_size, seed=seed
+    )
+    collate = MixCollate(mix, len(folder.classes)) if train and mix is not None and mix.active else None
+    loader = _epoch_loader(
+        dataset, sampler, batch_size=batch_size, workers=workers, train=train, seed=seed, rank=rank, collate=collate
+    )
+    loader.class_names = list(folder.classes)
+    targets = _targets(folder, dataset)
+    log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(set(targets)))
+    return loader
+
+
+def _folder_dataset(
+    root: str | os.PathLike,
+    split: FolderSplit,
+    *,
+    train: bool,
+    image_size: int,
+    resize: int,
+    class_names: Sequence[str] | None,
+    skip_broken: bool,
+    augment: dict[str, Any],
+) -> tuple[Any, Any]:
+    """The ImageFolder of ``split``'s folder under ``root`` and the data set ``split`` takes from it (non-empty)."""
+    path = Path(root).expanduser() / split.folder  # val/ and test/ may lack a class, or hold it as an empty folder
     folder = _image_folder(path, train, image_size, resize, class_names, split.folder != "train", augment)
     if skip_broken:  # before a stratified split, which then divides the readable images
-        found = check_images(path, skip=True, reuse=True)
-        broken = {os.path.normpath(p) for p in found}
-        folder.samples = [s for s in folder.samples if os.path.normpath(s[0]) not in broken]
-        folder.imgs, folder.targets = folder.samples, [s[1] for s in folder.samples]
+        _drop_broken(folder, path)
+    dataset = _split_part(folder, split)
+    if len(dataset) == 0:
+        raise SSALError(f"{root}/{split} has no images")
+    return folder, dataset
+
+
+def _drop_broken(folder: Any, path: Path) -> None:
+    """Leave the images ``check_images`` finds unreadable under ``path`` out of ``folder`` (one warning names them)."""
+    found = check_images(path, skip=True, reuse=True)
+    broken = {os.path.normpath(p) for p in found}
+    folder.samples = [s for s in folder.samples if os.path.normpath(s[0]) not in broken]
+    folder.imgs, folder.targets = folder.samples, [s[1] for s in folder.samples]
+
+
+def _split_part(folder: Any, split: FolderSplit) -> Any:
+    """``folder`` itself, or the ``Subset`` of it that ``split`` selects: its part, then ``per_class`` per class."""
     dataset = folder
     if split.part != "all":
         rest, held = stratified_split(torch.as_tensor(folder.targets), split.fraction, split.seed)
         dataset = Subset(folder, (held if split.part == "holdout" else rest).tolist())
     if split.per_class:  # of the part, so the held-out split is the same for every size
-        targets = torch.as_tensor(folder.targets if dataset is folder else [folder.targets[i] for i in dataset.indices])
+        targets = torch.as_tensor(_targets(folder, dataset))
         keep = per_class_indices(targets, split.per_class, split.seed).tolist()
         base = list(range(len(folder))) if dataset is folder else dataset.indices
         dataset = Subset(folder, [base[i] for i in keep])
-    if len(dataset) == 0:
-        raise SSALError(f"{root}/{split} has no images")
-    sampler, gen = None, torch.Generator().manual_seed(seed)
-    if distributed or train:
-        if not distributed:
-            rank, world_size = 0, 1
-        if not 0 <= rank < world_size:
-            raise SSALError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        sampler = DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed, drop_last=train)
+    return dataset
+
+
+def _targets(folder: Any, dataset: Any) -> list[int]:
+    """The labels of ``dataset``, which is ``folder`` itself or a ``Subset`` of it."""
+    return folder.targets if dataset is folder else [folder.targets[i] for i in dataset.indices]
+
+
+def _folder_sampler(
+    dataset: Any, *, train: bool, distributed: bool, rank: int, world_size: int, seed: int
+) -> tuple[DistributedSampler | None, int]:
+    """The loader's sampler (None: in order) and the rank the data set is seeded with.
+
+    Training shuffles, seeded per epoch; under DDP the sampler also shards. Without DDP the rank is 0."""
+    if not (distributed or train):
+        return None, rank
+    if not distributed:
+        rank, world_size = 0, 1
+    if not 0 <= rank < world_size:
+        raise SSALError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    return DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed, drop_last=train), rank
+
+
+def _epoch_loader(
+    dataset: Any,
+    sampler: DistributedSampler | None,
+    *,
+    batch_size: int,
+    workers: int,
+    train: bool,
+    seed: int,
+    rank: int,
+    collate: Any,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` whose ``set_epoch(e)`` makes epoch e's order and augmentation depend on e alone
+    (with ``seed`` and ``rank``)."""
+    generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -353,16 +429,13 @@ def build_folder_loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=train,
         persistent_workers=False,  # workers restart every epoch, seeded from (seed, epoch, rank, worker)
-        generator=gen,
+        generator=generator,
         worker_init_fn=_seed_worker,
-        collate_fn=MixCollate(mix, len(folder.classes)) if train and mix is not None and mix.active else None,
+        collate_fn=collate,
     )
-    dataset.ssal_seed = (int(seed), int(rank))  # type: ignore[union-attr]
-    dataset.ssal_epoch = 0  # type: ignore[union-attr]
-    loader.class_names = list(folder.classes)
+    dataset.ssal_seed = (int(seed), int(rank))
+    dataset.ssal_epoch = 0
     loader.set_epoch = lambda epoch: _set_epoch(loader, epoch)  # type: ignore[attr-defined]
-    targets = folder.targets if dataset is folder else [folder.targets[i] for i in dataset.indices]
-    log.info("%s/%s: %d images in %d classes", root, split, len(dataset), len(set(targets)))
     return loader
 
 

@@ -339,8 +339,29 @@ def read_weights_file(
     p = Path(path).expanduser()
     if not p.is_file():
         raise SSALError(f"model.pretrained: weights file not found: {p}")
+    obj = _load_safely(p, meta_only)
+    meta = _sidecar_meta(p)
+    if not isinstance(obj, Mapping):
+        raise SSALError(f"model.pretrained: {p} holds a {type(obj).__name__}, not a state_dict")
+    if isinstance(obj.get("ssal"), Mapping) and isinstance(obj.get("state_dict"), Mapping):  # an ssal checkpoint
+        state = _checkpoint_backbone(obj, meta)
+    elif meta_only:
+        return {}, meta
+    else:
+        state = _unwrapped_backbone(obj)
+    state = {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if meta_only:
+        return {}, meta
+    if not state:
+        raise SSALError(f"model.pretrained: {p} holds no weights (no tensors found)")
+    _check_finite(state, p)
+    return state, meta
+
+
+def _load_safely(p: Path, meta_only: bool) -> Any:
+    """What ``torch.save`` wrote to ``p``, loaded with ``weights_only``; ``SSALError`` saying why it cannot be."""
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=meta_only)
+        return torch.load(p, map_location="cpu", weights_only=True, mmap=meta_only)
     except Exception as e:  # corrupt file, or pickled objects that weights_only refuses
         text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if not zipfile.is_zipfile(p):  # torch's own text for such a file is about mmap and re-saving
@@ -349,6 +370,10 @@ def read_weights_file(
             # torch's text goes on for lines (with terminal escapes) on how to load it unsafely
             text = "it holds objects other than tensors and plain values (a whole pickled model? save its state_dict)"
         raise SSALError(f"model.pretrained: cannot load {p} safely: {text}") from None
+
+
+def _sidecar_meta(p: Path) -> dict[str, Any]:
+    """The metadata in the JSON file ``PATH.json`` beside ``p`` (empty without one)."""
     meta: dict[str, Any] = {}
     side = p.with_name(p.name + ".json")
     if side.is_file():
@@ -356,37 +381,39 @@ def read_weights_file(
             meta.update(json.loads(side.read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:
             raise SSALError(f"{side}: unreadable metadata ({e})") from None
-    if not isinstance(obj, Mapping):
-        raise SSALError(f"model.pretrained: {p} holds a {type(obj).__name__}, not a state_dict")
-    if isinstance(obj.get("ssal"), Mapping) and isinstance(obj.get("state_dict"), Mapping):  # an ssal checkpoint
-        s = obj["ssal"]
-        meta.update({k: s.get(k) for k in ("mean", "std", "class_names", "num_classes") if s.get(k) is not None})
-        cfg = s.get("config") or {}
-        meta.setdefault("model", (cfg.get("model") or {}).get("name"))
-        pre = "model.backbone."
-        state = {k[len(pre) :]: v for k, v in obj["state_dict"].items() if k.startswith(pre)}
-    elif meta_only:
-        return {}, meta
-    else:
-        state = obj
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(obj.get(key), Mapping):
-                state = obj[key]
-                break
-        if any(str(k).startswith("model.backbone.") for k in state):
-            state = {k[len("model.backbone.") :]: v for k, v in state.items() if str(k).startswith("model.backbone.")}
-        elif any(str(k).startswith("backbone.") for k in state):  # an SSALModel's own state_dict
-            state = {k[len("backbone.") :]: v for k, v in state.items() if str(k).startswith("backbone.")}
-    state = {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if meta_only:
-        return {}, meta
-    if not state:
-        raise SSALError(f"model.pretrained: {p} holds no weights (no tensors found)")
+    return meta
+
+
+def _checkpoint_backbone(obj: Mapping[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``model.backbone.`` part of an ssal checkpoint; adds the run's metadata to ``meta``."""
+    s = obj["ssal"]
+    meta.update({k: s.get(k) for k in ("mean", "std", "class_names", "num_classes") if s.get(k) is not None})
+    cfg = s.get("config") or {}
+    meta.setdefault("model", (cfg.get("model") or {}).get("name"))
+    pre = "model.backbone."
+    return {k[len(pre) :]: v for k, v in obj["state_dict"].items() if k.startswith(pre)}
+
+
+def _unwrapped_backbone(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The backbone's weights in a state_dict, its usual wrappers, or the state_dict of an ``SSALModel`` or task."""
+    state = obj
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(obj.get(key), Mapping):
+            state = obj[key]
+            break
+    if any(str(k).startswith("model.backbone.") for k in state):
+        state = {k[len("model.backbone.") :]: v for k, v in state.items() if str(k).startswith("model.backbone.")}
+    elif any(str(k).startswith("backbone.") for k in state):  # an SSALModel's own state_dict
+        state = {k[len("backbone.") :]: v for k, v in state.items() if str(k).startswith("backbone.")}
+    return state
+
+
+def _check_finite(state: dict[str, torch.Tensor], p: Path) -> None:
+    """``SSALError`` naming the weights of ``state`` (read from ``p``) that hold NaN or Inf."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # training from them would stop at the first step with a NaN loss
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise SSALError(f"model.pretrained: {p} has NaN/Inf weights ({', '.join(bad[:3])}{more}); it cannot be used")
-    return state, meta
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike, name: str = "the model") -> dict[str, Any]:
