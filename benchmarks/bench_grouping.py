@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssal.bench import cpu_snapshot, grouping_seconds, load_between, machine_info, synthetic_confusion
+from ssal.bench import grouping_seconds, machine_info, synthetic_confusion
+from ssal.cpuload import cpu_snapshot, load_between
 
 
 def end_to_end(conf: Path, k: int, criterion: str, refine: bool, out: Path) -> tuple[float, float, float]:

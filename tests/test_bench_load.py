@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ssal import bench
-from ssal.bench import CpuSnapshot, cpu_snapshot, load_between, parse_loadavg, parse_proc_stat, parse_system_stat
+from ssal import cpuload
 from ssal.cli.bench import NOT_JUDGED, goal_lines, judge
+from ssal.cpuload import CpuSnapshot, cpu_snapshot, load_between, parse_loadavg, parse_proc_stat, parse_system_stat
 
 SYSTEM_STAT = """cpu  1000 200 300 5000 40 0 10 50 0 0
 cpu0 500 100 150 2500 20 0 5 25 0 0
@@ -74,10 +74,10 @@ def test_load_between_counts_other_work_only() -> None:
 
 
 def test_a_quiet_machine_is_not_busy() -> None:
-    a, b = snapshots(other_ticks=int(bench.BUSY_CORES * 1000) - 10)  # just under the threshold
+    a, b = snapshots(other_ticks=int(cpuload.BUSY_CORES * 1000) - 10)  # just under the threshold
     load = load_between(a, b, own=10, ticks_per_s=100, cpus=2)
-    assert not load.busy and load.other_cores < bench.BUSY_CORES and "quiet" in load.describe()
-    a, b = snapshots(other_ticks=int(bench.BUSY_CORES * 1000))
+    assert not load.busy and load.other_cores < cpuload.BUSY_CORES and "quiet" in load.describe()
+    a, b = snapshots(other_ticks=int(cpuload.BUSY_CORES * 1000))
     assert load_between(a, b, own=10, ticks_per_s=100).busy
 
 

@@ -4,7 +4,6 @@ parameter counts, and the confusion matrix of the main classifier on a held-out 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -22,6 +21,7 @@ from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, make_loader, validates_on_test
 from .errors import SSALError
 from .files import atomic_write, atomic_write_json, atomic_write_text
+from .hardware import num_threads
 from .prediction import (
     LinearCombination,
     SSALMetrics,
@@ -44,7 +44,6 @@ __all__ = [
     "load_report",
     "load_temperatures",
     "mistakes_within",
-    "num_threads",
     "param_counts",
     "run_confusion",
     "save_confusion",
@@ -55,18 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Test-time augmentations of ``collect_outputs``: none, or the mean logits of the image and its mirror.
 TTA_MODES = ("none", "flip")
-
-
-@contextlib.contextmanager
-def num_threads(n: int) -> Any:
-    """Temporarily use ``n`` CPU threads (``trainer.threads``; 0 keeps torch's setting)."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.no_grad()

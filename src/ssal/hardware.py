@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-__all__ = ["PRECISIONS", "cpu_has_fast_bf16", "resolve_precision"]
+__all__ = ["PRECISIONS", "cpu_has_fast_bf16", "num_threads", "resolve_precision"]
 
 #: ``trainer.precision`` choices (Lightning's names; ``auto`` is resolved by ``resolve_precision``).
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
@@ -39,3 +41,15 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str:
     if use_gpu:
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Temporarily use ``n`` CPU threads (``trainer.threads``; 0 keeps torch's setting)."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

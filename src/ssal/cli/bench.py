@@ -200,9 +200,9 @@ def goal_lines(r: dict[str, Any]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options, then measure with the config's thread count (``trainer.threads``)."""
-    from .. import bench
+    from .. import bench, cpuload
     from ..errors import SSALError
-    from ..evaluation import num_threads
+    from ..hardware import num_threads
 
     if args.config is not None and args.model is not None:
         raise SSALError("--model does not apply with --config: the config's model.name is measured")
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < (2 if flag == "--num-classes" else 1):
             raise SSALError(f"{flag} must be at least {2 if flag == '--num-classes' else 1}, got {value}")
     t0 = time.perf_counter()
-    before = bench.cpu_snapshot()
+    before = cpuload.cpu_snapshot()
     sizes = {"batch_size": 64, "steps": 4, "warmup": 2} if args.quick else {"batch_size": 256, "steps": 8, "warmup": 3}
     if args.batch_size:
         sizes["batch_size"] = args.batch_size
@@ -243,7 +243,7 @@ def _measure(args: argparse.Namespace, s: Any, branches: Any, cfg: Any, data: An
     """Run the measurements of ``run``, print them and write the JSON."""
     import datetime
 
-    from .. import bench
+    from .. import bench, cpuload
 
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -253,7 +253,7 @@ def _measure(args: argparse.Namespace, s: Any, branches: Any, cfg: Any, data: An
     result.update(headline(s, branches, cfg, data))
     if not args.quick:
         result["models"] = per_model(s)
-    load = bench.load_between(before, bench.cpu_snapshot())
+    load = cpuload.load_between(before, cpuload.cpu_snapshot())
     result["load"] = load.to_dict()
     result["seconds"] = time.perf_counter() - t0
     print(f"machine: {result['machine']}")

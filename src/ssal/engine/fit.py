@@ -19,6 +19,7 @@ from ..config import Config, ignored_settings, save_config
 from ..data import dataset_spec
 from ..errors import SSALError
 from ..files import check_output_path
+from ..hardware import num_threads
 from ..lock import run_lock
 from ..online import ONLINE_SOURCES, OnlineGrouping
 from ..runs import RunPaths, check_resumable, load_checkpoint, read_metrics, state_dict_mismatch
@@ -107,13 +108,8 @@ def fit(
 
     ``callbacks`` are added to the Trainer's (e.g. ``ssal sweep``'s pruning callback).
     """
-    threads = torch.get_num_threads()
-    if cfg.trainer.threads > 0:
-        torch.set_num_threads(cfg.trainer.threads)
-    try:
+    with num_threads(cfg.trainer.threads):  # callers in the same process (tests, pipelines) keep their setting
         return _fit(cfg, resume, dry_run, callbacks or [])
-    finally:
-        torch.set_num_threads(threads)  # callers in the same process (tests, pipelines) keep their setting
 
 
 def _fit(cfg: Config, resume: bool, dry_run: bool, extra: list[L.Callback]) -> FitResult:
