@@ -127,8 +127,7 @@ def _metrics(run: Path) -> list[dict[str, str]]:
     return read_metrics(run / "metrics.csv")
 
 
-def run(argv: list[str] | None = None) -> Path:
-    """Run every step; returns the path of the table."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cifar", type=Path, required=True, help="CIFAR-100 NumPy folder (train.npz, test.npz, meta.json)")
     p.add_argument("--out", type=Path, required=True)
@@ -147,7 +146,21 @@ def run(argv: list[str] | None = None) -> Path:
     p.add_argument("--precision", default="auto", help="trainer.precision of every run (auto: bf16 where fast)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-scratch", action="store_true", help="leave out the from-scratch run (only SSAL vs none)")
-    args = p.parse_args(argv)
+    return p
+
+
+def _train_and_evaluate(cfg: dict, out: Path, run_dir: Path, epochs: int | None = None) -> None:
+    """Train (or resume) the run of ``cfg`` unless it is evaluated already, then evaluate it."""
+    if (run_dir / "eval.json").is_file():
+        return
+    if epochs is None or not (run_dir / "checkpoints" / "last.ckpt").is_file() or len(_metrics(run_dir)) < epochs:
+        _run(["train", "--config", str(_write(cfg, out / f"{cfg['name']}.yaml")), "--resume"])
+    _run(["evaluate", str(run_dir)])
+
+
+def run(argv: list[str] | None = None) -> Path:
+    """Run every step; returns the path of the table."""
+    args = _parser().parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_data(args.cifar, out, args.per_class, args.test_per_class, args.seed)
@@ -156,10 +169,7 @@ def run(argv: list[str] | None = None) -> Path:
     pre_data = {"name": "cifar100", "root": str(out / "data" / "pretrain"), "augment": "cifar"}
     pre = _config("pretrain", out / "pretrain", pre_data, model, args, trainer={"epochs": args.pretrain_epochs})
     pre_dir = out / "pretrain"
-    if not (pre_dir / "eval.json").is_file():
-        if not (pre_dir / "checkpoints" / "last.ckpt").is_file() or len(_metrics(pre_dir)) < args.pretrain_epochs:
-            _run(["train", "--config", str(_write(pre, out / "pretrain.yaml")), "--resume"])
-        _run(["evaluate", str(pre_dir)])
+    _train_and_evaluate(pre, out, pre_dir, args.pretrain_epochs)
     # 2./3. fine-tuning on classes B (PNG ImageFolder): baseline (no SSAL) and SSAL
     ft_data = {"name": "folder", "root": str(out / "data" / "finetune"), "workers": 0}
     ft_model = {**model, "pretrained": str(pre_dir / "checkpoints" / "best.ckpt")}
@@ -176,18 +186,19 @@ def run(argv: list[str] | None = None) -> Path:
     _run(["pipeline", "--config", str(_write(ft, out / "finetune.yaml")), "--out", str(out / "finetune")])
     # 4. SSAL with groups from a linear probe on the pre-trained features (one pass, no baseline run)
     pr_dir = out / "finetune_probe"
-    if not (pr_dir / "eval.json").is_file():
-        pr = {**ft, "name": "finetune_probe", "run_dir": str(pr_dir), "ssal": {**ft["ssal"], "groupings": "probe"}}
-        _run(["train", "--config", str(_write(pr, out / "finetune_probe.yaml")), "--resume"])
-        _run(["evaluate", str(pr_dir)])
+    pr = {**ft, "name": "finetune_probe", "run_dir": str(pr_dir), "ssal": {**ft["ssal"], "groupings": "probe"}}
+    _train_and_evaluate(pr, out, pr_dir)
     # 5. from scratch on classes B, no SSAL, as many epochs as pre-training + fine-tuning
     scratch_epochs = args.pretrain_epochs + args.finetune_epochs
     sc = _config("scratch", out / "scratch", ft_data, model, args, trainer={"epochs": scratch_epochs})
-    sc_dir = out / "scratch"
-    if not args.no_scratch and not (sc_dir / "eval.json").is_file():
-        _run(["train", "--config", str(_write(sc, out / "scratch.yaml")), "--resume"])
-        _run(["evaluate", str(sc_dir)])
-    # 6. the table
+    if not args.no_scratch:
+        _train_and_evaluate(sc, out, out / "scratch")
+    return _write_table(args, out, scratch_epochs)
+
+
+def _write_table(args: argparse.Namespace, out: Path, scratch_epochs: int) -> Path:
+    """transfer.md: the runs' accuracies (printed too)."""
+    sc_dir, pre_dir = out / "scratch", out / "pretrain"
     lines = [
         "# Transfer on CIFAR-100: pre-train on 50 classes, fine-tune on the other 50 (PNG ImageFolder)",
         "",
@@ -201,7 +212,7 @@ def run(argv: list[str] | None = None) -> Path:
         *([_row("scratch (no SSAL)", sc_dir)] if (sc_dir / "eval.json").is_file() else []),
         _row("fine-tuned (no SSAL)", out / "finetune" / "baseline"),
         _row("fine-tuned + SSAL (groups: fine-tuned baseline's confusion)", out / "finetune" / "ssal"),
-        _row("fine-tuned + SSAL (groups: linear probe, one pass)", pr_dir),
+        _row("fine-tuned + SSAL (groups: linear probe, one pass)", out / "finetune_probe"),
         "",
         f"Pre-training on the first 50 classes reached {_row('', pre_dir).split('|')[2].strip()} % test top-1.",
     ]
