@@ -31,7 +31,9 @@ __all__ = [
     "distance_matrix",
     "group_from_confusion",
     "group_from_superclasses",
+    "load_class_names",
     "load_confusion",
+    "load_superclasses",
     "random_grouping",
     "refine_swaps",
     "validate_confusion",
@@ -279,6 +281,41 @@ def _confusion_row_sums(m: np.ndarray) -> np.ndarray:
     if not rows.any():
         raise SSALError("confusion matrix is all zero")
     return rows
+
+
+def load_class_names(path: Path | None) -> list[str] | None:
+    """Read class names, one per non-empty line."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise SSALError(f"class names file not found: {path}")
+    try:
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SSALError(f"cannot read class names file {path}: {e}") from None
+    if not names:
+        raise SSALError(f"class names file is empty: {path}")
+    return names
+
+
+def load_superclasses(path: Path) -> tuple[list[int], list[str] | None]:
+    """Read ``fine_to_coarse`` (and ``fine_label_names`` if present) from a meta JSON file."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SSALError(f"meta file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise SSALError(f"{path} is not valid JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SSALError(f"cannot read meta file {path}: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("fine_to_coarse"), list):
+        raise SSALError(f"{path} has no list 'fine_to_coarse'")
+    mapping, names = meta["fine_to_coarse"], meta.get("fine_label_names")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in mapping):
+        raise SSALError(f"{path}: 'fine_to_coarse' must be a list of integers >= 0")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise SSALError(f"{path}: 'fine_label_names' must be a list of strings")
+    return mapping, names
 
 
 def load_confusion(path: str | os.PathLike, npy_only: bool = False) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -14,7 +13,9 @@ from ..grouping import (
     Grouping,
     group_from_confusion,
     group_from_superclasses,
+    load_class_names,
     load_confusion,
+    load_superclasses,
     random_grouping,
 )
 
@@ -62,41 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="do not print the groups")
     p.set_defaults(func=run)
-
-
-def load_class_names(path: Path | None) -> list[str] | None:
-    """Read class names, one per non-empty line."""
-    if path is None:
-        return None
-    if not path.is_file():
-        raise SSALError(f"class names file not found: {path}")
-    try:
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise SSALError(f"cannot read class names file {path}: {e}") from None
-    if not names:
-        raise SSALError(f"class names file is empty: {path}")
-    return names
-
-
-def load_superclasses(path: Path) -> tuple[list[int], list[str] | None]:
-    """Read ``fine_to_coarse`` (and ``fine_label_names`` if present) from a meta JSON file."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SSALError(f"meta file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise SSALError(f"{path} is not valid JSON: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SSALError(f"cannot read meta file {path}: {e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("fine_to_coarse"), list):
-        raise SSALError(f"{path} has no list 'fine_to_coarse'")
-    mapping, names = meta["fine_to_coarse"], meta.get("fine_label_names")
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in mapping):
-        raise SSALError(f"{path}: 'fine_to_coarse' must be a list of integers >= 0")
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise SSALError(f"{path}: 'fine_label_names' must be a list of strings")
-    return mapping, names
 
 
 def run(args: argparse.Namespace) -> int:
