@@ -38,6 +38,7 @@ from .runs import RunInfo
 from .runtime import class_names, eval_mode, input_size, run_outputs
 
 __all__ = [
+    "verify_export",
     "EXPORT_FORMATS",
     "EXPORT_MODES",
     "ExportWrapper",
@@ -236,3 +237,30 @@ def max_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> floa
     if len(a) != len(b):
         raise SSALError(f"exported model returns {len(b)} outputs, expected {len(a)}")
     return max(float((u.float() - v.float()).abs().max()) for u, v in zip(a, b, strict=True))
+
+
+def verify_export(
+    info: RunInfo, path: str | os.PathLike, fmt: str, mode: str, temperature: float = 1.0
+) -> float | None:
+    """The largest difference between the exported file's outputs and ssal's on three random images; ``SSALError``
+    above 1e-4. A ``state_dict`` is checked as the plain model on normalised pixels against f's logits (+TR).
+    None for ONNX without onnxruntime (not checked)."""
+    import importlib.util
+
+    x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
+    if fmt == "state_dict":
+        plain = load_exported_state_dict(path)
+        with torch.no_grad(), eval_mode(info.model):
+            ref = info.model(x, with_branches=False).main
+            m = info.model
+            diff = max_difference((ref,), (plain(((x - m.mean) / m.std) if m.normalize else x),))
+        if diff > 1e-4:
+            raise SSALError(f"the exported weights give logits {diff:.2e} away from ssal's (> 1e-4)")
+        return diff
+    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        log.warning("onnxruntime is not installed: the ONNX file was not checked")
+        return None
+    diff = max_difference(ssal_outputs(info, x, mode, temperature), run_exported(path, x, fmt))
+    if diff > 1e-4:
+        raise SSALError(f"exported model differs from ssal's outputs by {diff:.2e} (> 1e-4)")
+    return diff

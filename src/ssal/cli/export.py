@@ -39,15 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then verify the file against ssal's outputs (skipped for ONNX without onnxruntime)."""
-    import importlib.util
-
-    import torch
-
     from ..errors import SSALError
     from ..evaluation import load_temperatures
-    from ..export import export_mode, export_run, load_exported_state_dict, max_difference, run_exported, ssal_outputs
+    from ..export import export_mode, export_run, verify_export
     from ..runs import load_run
-    from ..runtime import input_size
 
     info = load_run(args.run_dir, args.checkpoint)
     mode = export_mode(info.model, args.mode)  # a baseline run has no +JP: its probabilities are f's
@@ -55,26 +50,11 @@ def run(args: argparse.Namespace) -> int:
         raise SSALError("--calibrated applies to onnx and torchscript (a state_dict holds f's weights only)")
     t = load_temperatures(args.run_dir)[mode] if args.calibrated else 1.0
     path = export_run(info, args.out, args.fmt, args.mode, t)
-    if args.fmt == "state_dict":  # f alone: the plain model on normalised pixels must give ssal's +TR logits
-        x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
-        plain = load_exported_state_dict(path)
-        with torch.no_grad():
-            ref = info.model.eval()(x, with_branches=False).main
-            xn = (x - info.model.mean) / info.model.std if info.model.normalize else x
-            diff = max_difference((ref,), (plain(xn),))
-        if diff > 1e-4:
-            raise SSALError(f"the exported weights give logits {diff:.2e} away from ssal's (> 1e-4)")
+    diff = verify_export(info, path, args.fmt, mode, t)
+    if args.fmt == "state_dict":
         name = info.config.model.name
         sys.stdout.write(f"wrote {path} (f's state_dict, {name}; max abs logit difference {diff:.1e})\n")
         return 0
-    if args.fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-        log.warning("onnxruntime is not installed: the ONNX file was not checked")
-        diff = None
-    else:
-        x = torch.rand(3, *input_size(info), generator=torch.Generator().manual_seed(0))
-        diff = max_difference(ssal_outputs(info, x, mode, t), run_exported(path, x, args.fmt))
-        if diff > 1e-4:
-            raise SSALError(f"exported model differs from ssal's outputs by {diff:.2e} (> 1e-4)")
     outs = ", ".join(["probs", *info.model.branch_names])
     check = "not checked" if diff is None else f"max abs difference to ssal {diff:.1e}"
     mode += f", temperature {t:.3f}" if args.calibrated else ""
