@@ -153,6 +153,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--keys", nargs="+", default=["jp"], choices=["jp", "tr"], help="the SSAL predictions to pair")
     a = p.parse_args()
     torch.set_num_threads(1)
     recs = collect(a.out)
@@ -161,9 +162,10 @@ def main() -> None:
     order = {a: i for i, a in enumerate(LABELS)}
     for arm in sorted({r["arm"] for r in recs} - {"base", "base_eq"}, key=lambda a: (order.get(a, 99), a)):
         for ref in ("base", "base_eq"):
-            s = paired(recs, arm, ref)
-            if s:
-                print(s)
+            for key in a.keys:
+                s = paired(recs, arm, ref, key)
+                if s:
+                    print(s)
     if a.plot:
         plot(recs, a.plot)
         print(f"\nplot: {a.plot}")
