@@ -95,6 +95,11 @@ def run_budget(
                 ssal("confusion", str(base_run))
             train(run, budget, seed, ["ssal.groupings=confusion", f"ssal.confusion={conf}"], common)
         elif arm == "base_eq":
+            made = root / "base_eq.json"
+            if made.is_file() and json.loads(made.read_text()).get("arm", "online") != eq_arm:
+                raise SystemExit(f"{run} matches the compute of another arm ({made}); give another OUT")
+            if not (root / eq_arm / "metrics.csv").is_file():
+                raise SystemExit(f"base_eq needs the {eq_arm} run of budget {budget}: put {eq_arm} before base_eq")
             r = final_flops(root / eq_arm) / final_flops(base_run)  # SSAL's compute in baseline-run units
             steps = budget * r
             epochs = math.ceil(steps - 1e-9)

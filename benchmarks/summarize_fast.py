@@ -2,6 +2,8 @@
 
 python benchmarks/summarize_fast.py OUT_DIR
 
+One block per arm folder of OUT_DIR (base first, then ssal, then the other variants).
+
 Accuracies are test top-1 of f (+TR); for runs with SSAL branches also of the joint prediction (+JP), as "+TR / +JP".
 """
 
@@ -37,7 +39,8 @@ def main() -> None:
         "| arm | seed | PFLOP | test top-1 (EMA) | + flip TTA | raw weights + flip TTA |",
         "|---|---|---|---|---|---|",
     ]
-    for arm in ("base", "ssal"):
+    arms = sorted((d.name for d in a.out.iterdir() if d.is_dir()), key=lambda n: (n != "base", n != "ssal", n))
+    for arm in arms:
         rows = []
         for run in sorted((a.out / arm).glob("s*")):
             ev = read_eval(run)

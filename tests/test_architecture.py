@@ -126,6 +126,39 @@ def test_grouping_class_count_mismatch() -> None:
         ssal.SSALModel(resnet18(num_classes=C), [ssal.Branch("layer2", g)], input_size=(3, 32, 32))
 
 
+class _DictOut(nn.Module):
+    """A backbone whose output, or one of whose modules' output, is a dict (not a tensor)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor):
+        h = self.conv(x)
+        if self.where == "module":
+            h = self.inner(h)["h"]
+        out = self.fc(h.mean((2, 3)))
+        return {"logits": out} if self.where == "output" else out
+
+
+class _Inner(nn.Module):
+    def forward(self, h: torch.Tensor) -> dict:
+        return {"h": h}
+
+
+def test_a_backbone_or_attach_point_without_a_tensor_output_is_named() -> None:
+    g = ssal.random_grouping(10, 2)
+    with pytest.raises(SSALError, match="the backbone returned dict; an SSAL branch needs a tensor output"):
+        ssal.SSALModel(_DictOut("output"), [ssal.Branch("conv", g)], input_size=(3, 8, 8))
+    net = _DictOut("module")
+    net.inner = _Inner()
+    with pytest.raises(SSALError, match="inner returned dict; an SSAL branch needs a tensor output"):
+        ssal.SSALModel(net, [ssal.Branch("inner", g)], input_size=(3, 8, 8))
+    assert net.training  # the probe restores the mode it found
+
+
 def test_aliases_from_backbone(groupings) -> None:
     net = resnet18(num_classes=C)
     net.ssal_positions = {"g2": "layer2"}

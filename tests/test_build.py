@@ -41,7 +41,7 @@ def test_build_run_of_a_baseline_has_no_branch() -> None:
 
 def test_build_run_refuses_a_k_the_classes_cannot_fill() -> None:
     cfg = _cfg("ssal.branches=[{at: g2, k: 9}]")  # digits: 10 classes, k at most C/2 where ssal makes the groups
-    with pytest.raises(SSALError, match="k"):
+    with pytest.raises(SSALError, match=r"k=9 is out of range: need 2 <= k <= C/2 = 5 for C=10"):
         build_run(cfg, load_data(cfg.data))
 
 

@@ -20,7 +20,7 @@ from .features import AmbiguousLayoutError, declared_layouts, default_positions,
 from .grouping import Grouping
 from .heads import DEFAULT_HEAD, DEFAULT_TOKEN_HEAD, OutputGroups, build_head
 
-__all__ = ["OUTPUT", "AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput"]
+__all__ = ["OUTPUT", "AuxBranch", "Branch", "HeadSpec", "SSALModel", "SSALOutput", "ShapeProbe", "probe_shapes"]
 
 #: The attach point of a head-less branch: its groups are read off f's own class probabilities (no extra compute).
 OUTPUT = "output"

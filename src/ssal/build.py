@@ -400,6 +400,7 @@ class Loaders:
 
     @property
     def batch_size(self) -> int:
+        """The training batch size (``data.batch_size``)."""
         return self.cfg.data.batch_size
 
     def __call__(
@@ -423,6 +424,7 @@ class RunParts:
 
     @property
     def num_params(self) -> int:
+        """Parameters of the model, branches included."""
         return sum(p.numel() for p in self.model.parameters())
 
 

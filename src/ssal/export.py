@@ -38,7 +38,6 @@ from .runs import RunInfo
 from .runtime import class_names, eval_mode, input_size, run_outputs
 
 __all__ = [
-    "verify_export",
     "EXPORT_FORMATS",
     "EXPORT_MODES",
     "ExportWrapper",
@@ -48,6 +47,7 @@ __all__ = [
     "load_exported_state_dict",
     "run_exported",
     "ssal_outputs",
+    "verify_export",
 ]
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from .common import add_checkpoint
-
-log = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -18,6 +17,9 @@ from ..errors import SSALError
 from ..features import classifier_names
 from ..loss import SSALLoss
 from ..prediction import SSALMetrics
+
+if TYPE_CHECKING:  # the engine receives the loader factory; it never builds one
+    from ..build import Loaders
 
 __all__ = [
     "SSALDataModule",
@@ -336,7 +338,7 @@ class SSALDataModule(L.LightningDataModule):
     """Makes each rank's loaders with the run's loader factory once the strategy is set up (so every rank knows
     its shard)."""
 
-    def __init__(self, data: Any, loaders: Callable[..., Any]) -> None:
+    def __init__(self, data: Any, loaders: Loaders) -> None:
         super().__init__()
         self.data, self.loaders = data, loaders
         self.train_loader: Any = None
