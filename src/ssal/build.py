@@ -122,15 +122,6 @@ def load_data(cfg: DataConfig, splits: Sequence[str] = ("train", "val"), dry_run
     return bundle
 
 
-def validates_on_test(cfg: DataConfig) -> bool:
-    """Whether training with ``cfg`` validates (and picks its best checkpoint) on the test split: in-memory data
-    with ``val_fraction`` 0, or an ImageFolder tree without both val/ and test/ and without a held-out fraction."""
-    if dataset_spec(cfg.name).in_memory:
-        return cfg.val_fraction <= 0
-    root = Path(cfg.root)
-    return not ((root / "val").is_dir() and (root / "test").is_dir()) and cfg.val_fraction <= 0
-
-
 def _train_classes(root: Path) -> list[str]:
     """The class names of an ImageFolder tree: its train/ folder's class folders, at least 2, none of them empty."""
     if not (root / "train").is_dir():

@@ -82,6 +82,15 @@ class DataConfig:
     num_classes: int | None = None  # only needed for a dry run of a folder data set that is not present
     download: bool = True  # cifar100(_mini), tinyimagenet: fetch the official archive into root if it is not there
 
+    def validates_on_test(self) -> bool:
+        """Whether training validates (and picks its best checkpoint) on the test split: in-memory data with
+        ``val_fraction`` 0, or an ImageFolder tree without both val/ and test/ and without a held-out fraction."""
+        spec = DATASETS.get(self.name)  # a known name: the config checks it
+        if spec is not None and spec.in_memory:
+            return self.val_fraction <= 0
+        root = Path(self.root)
+        return not ((root / "val").is_dir() and (root / "test").is_dir()) and self.val_fraction <= 0
+
 
 @dataclass
 class ModelConfig:

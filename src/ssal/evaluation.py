@@ -18,7 +18,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error,
 from tqdm.auto import tqdm
 
 from .architecture import SSALModel, SSALOutput
-from .build import DataBundle, make_loader, validates_on_test
+from .build import DataBundle, make_loader
 from .errors import SSALError
 from .files import atomic_write, atomic_write_json, atomic_write_text
 from .hardware import num_threads
@@ -212,7 +212,7 @@ def _evaluate_run(
     held = val_out is not None and val_y is not None
     temps = {k: fit_temperature(v, val_y) for k, v in _log_probs(info, val_out).items()} if held else {}
     ref, coarse = _coarse_reference(info, data)
-    on_test = split == "test" and _is_best(info) and validates_on_test(cfg.data)
+    on_test = split == "test" and _is_best(info) and cfg.data.validates_on_test()
     if on_test:
         log.warning(
             "%s was chosen by accuracy on the test split (the run had no held-out validation split): its test "

@@ -18,6 +18,7 @@ made its groups; a one-pass model pays only for itself (its own confusion pass i
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,9 +227,8 @@ def _groups(r: PipelineRun) -> str:
     info = r.config
     if not r.report.group_acc:
         return "—"
-    from .build import branch_configs
-
-    ks = "/".join(str(b.get("k", "?")) for b in branch_configs(info))
+    saved = sorted(RunPaths(Path(info.run_dir)).groupings_dir.glob("g*.json"), key=lambda p: int(p.stem[1:]))
+    ks = "/".join(str(json.loads(p.read_text()).get("k", "?")) for p in saved) or "?"
     if info.ssal.groupings == "probe":
         return f"{ks} {info.ssal.criterion}, linear probe before training"
     if info.ssal.groupings in ONLINE_SOURCES:
@@ -293,11 +293,10 @@ def plot_val_accuracy(runs: list[PipelineRun], path: Path) -> Path:
 
 def _lc_split(cfg: Config) -> str:
     """Which split the runs validated on and +LC was fitted on, in words (the report's header)."""
-    from .build import validates_on_test
     from .data import dataset_spec
 
     d = cfg.data
-    if validates_on_test(d):
+    if d.validates_on_test():
         return "+LC is not reported (no held-out validation split: the runs validated on the test split)"
     root = Path(d.root)
     if not dataset_spec(d.name).in_memory and (root / "val").is_dir() and (root / "test").is_dir():

@@ -152,9 +152,8 @@ def _trial_config(raw: dict, variant: str | None, fixed: dict, params: dict, out
 
 def check_objective(cfg: Config, metric: str) -> None:
     """``SSALError`` unless ``metric`` can be the objective: a validation metric on a held-out split."""
-    from .build import validates_on_test
 
-    if validates_on_test(cfg.data):
+    if cfg.data.validates_on_test():
         raise SSALError(
             "the sweep's objective must not be measured on the test split: hold out a validation split "
             f"(data.val_fraction > 0, now {cfg.data.val_fraction})"
