@@ -134,7 +134,8 @@ def test_a_killed_sweep_goes_on_where_it_stopped(tmp_path: Path) -> None:
     proc.wait()
     done = len(read_metrics(metrics))
     assert done < 3, "the trial finished before it could be killed"
-    time.sleep(2.5)  # the killed trial's heartbeat is now stale (2 x 1 s)
+    # the killed trial's heartbeat is stale after 2 x 1 s; SQLite stores it in whole seconds, so wait 2 + 1 s and more
+    time.sleep(3.5)
     assert main(_sweep(out, 2, "trainer.epochs=3", "--heartbeat", "1")) == 0
     study = optuna.load_study(study_name="digits", storage=f"sqlite:///{out / 'study.db'}")
     trials = study.get_trials()
