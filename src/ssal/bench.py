@@ -306,7 +306,7 @@ def interleaved_train_path(
     quiet_lightning()
     device = default_device()
     cfg, n_batches = _train_path_config(s, cfg, device)
-    compiled = bool(cfg.trainer.compile)  # then both loops run compiled, after 3 warm-up steps at least
+    compiled = bool(cfg.trainer.compile)
     if data is None:
         data = _synthetic_data(s, n_batches)
     flops = train_step_flops(s, branches)

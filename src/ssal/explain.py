@@ -29,7 +29,7 @@ from torch import nn
 from .architecture import OUTPUT, SSALModel
 from .errors import SSALError
 from .files import atomic_write
-from .prediction import class_probability
+from .prediction import class_log_probs
 from .runs import RunInfo
 from .runtime import class_names, eval_mode, image_transform, input_size, load_image, run_outputs
 
@@ -199,7 +199,7 @@ class Panel:
 @torch.no_grad()
 def _final_prediction(info: RunInfo, x: torch.Tensor) -> torch.Tensor:
     """+JP probabilities of a run (or +TR for a baseline), (B, C)."""
-    return class_probability(run_outputs(info, x), info.gammas, info.eta)
+    return class_log_probs(run_outputs(info, x), info.gammas, info.eta).exp()
 
 
 def explain_batch(

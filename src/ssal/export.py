@@ -33,7 +33,7 @@ from .errors import SSALError
 from .files import atomic_write, atomic_write_json
 from .models import create_model
 from .models.zoo import split_name, tv_builder_options
-from .prediction import class_probability
+from .prediction import class_log_probs
 from .runs import RunInfo
 from .runtime import class_names, eval_mode, input_size, run_outputs
 
@@ -68,7 +68,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x, with_branches=True)
-        return (class_probability(out, self.model.gammas, self.eta, self.mode, self.temperature),
+        return (class_log_probs(out, self.model.gammas, self.eta, self.mode, self.temperature).exp(),
                 *(a.float().softmax(-1) for a in out.aux))  # fmt: skip
 
 
@@ -78,7 +78,7 @@ def ssal_outputs(
 ) -> tuple[torch.Tensor, ...]:
     """The reference outputs (what the exported model must reproduce), computed by ssal itself in eval mode."""
     out = run_outputs(info, x)
-    main = class_probability(out, info.gammas, info.eta, mode, temperature)
+    main = class_log_probs(out, info.gammas, info.eta, mode, temperature).exp()
     return tuple(t.cpu() for t in (main, *(a.float().softmax(-1) for a in out.aux)))
 
 

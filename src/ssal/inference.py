@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import SSALError
-from .prediction import class_probability
+from .prediction import class_log_probs
 from .runs import RunInfo
 from .runtime import class_names, image_transform, load_image, run_outputs
 
@@ -91,8 +91,8 @@ def predict_tensor(
     model, names = info.model, class_names(info)
     out = run_outputs(info, x)
     t = temperature or {}
-    tr = class_probability(out, info.gammas, info.eta, "tr", t.get("tr", 1.0)).cpu()
-    jp = class_probability(out, info.gammas, info.eta, "jp", t.get("jp", 1.0)).cpu() if out.aux else tr
+    tr = class_log_probs(out, info.gammas, info.eta, "tr", t.get("tr", 1.0)).exp().cpu()
+    jp = class_log_probs(out, info.gammas, info.eta, "jp", t.get("jp", 1.0)).exp().cpu() if out.aux else tr
     rows = []
     for b in range(x.shape[0]):
         branches = []

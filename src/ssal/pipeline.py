@@ -18,7 +18,6 @@ made its groups; a one-pass model pays only for itself (its own confusion pass i
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ class PipelineRun:
     config: Config
     report: EvalReport
     total_flops: float | None = None  # training compute to produce this model, every stage included
+    ks: tuple[int, ...] = ()  # each branch's number of groups, as the evaluated model holds them
 
 
 def train_or_resume(cfg: Config) -> None:
@@ -200,10 +200,11 @@ def _run_stages(bcfg: Config, cfgs: list[Config], out: Path, conf_path: Path) ->
             cfg.ssal.criterion,
         )
         train_or_resume(cfg)
-        rep = _evaluate(load_run(cfg.run_dir))
+        info = load_run(cfg.run_dir)
+        rep = _evaluate(info)
         one_pass = cfg.ssal.groupings in ONLINE_SOURCES
         total = rep.train_flops if one_pass or rep.train_flops is None else rep.train_flops + (stage_one or 0.0)
-        runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, rep, total))
+        runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, rep, total, tuple(g.k for g in info.groupings)))
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:  # under DDP every process runs the pipeline; rank 0 writes the report
@@ -227,8 +228,7 @@ def _groups(r: PipelineRun) -> str:
     info = r.config
     if not r.report.group_acc:
         return "—"
-    saved = sorted(RunPaths(Path(info.run_dir)).groupings_dir.glob("g*.json"), key=lambda p: int(p.stem[1:]))
-    ks = "/".join(str(json.loads(p.read_text()).get("k", "?")) for p in saved) or "?"
+    ks = "/".join(map(str, r.ks)) or "?"
     if info.ssal.groupings == "probe":
         return f"{ks} {info.ssal.criterion}, linear probe before training"
     if info.ssal.groupings in ONLINE_SOURCES:

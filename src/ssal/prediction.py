@@ -25,7 +25,6 @@ __all__ = [
     "SSALMetrics",
     "fit_linear_combination",
     "class_log_probs",
-    "class_probability",
     "fit_temperature",
     "negative_log_likelihood",
     "joint_log_probs",
@@ -82,20 +81,10 @@ def class_log_probs(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """The class log-probabilities a run reports: +JP (``mode="jp"`` and branches present), else f's (+TR),
-    temperature-scaled by ``temperature`` (+TS; 1 leaves them as they are). Shape (B, C)."""
+    temperature-scaled by ``temperature`` (+TS; 1 leaves them as they are). Shape (B, C); ``.exp()`` gives the
+    probabilities."""
     logp = joint_log_probs(out, gammas, eta) if mode == "jp" and out.aux else out.main.float()
     return (logp / temperature).log_softmax(-1)
-
-
-def class_probability(
-    out: SSALOutput,
-    gammas: Sequence[torch.Tensor],
-    eta: float | Sequence[float] = 1.0,
-    mode: str = "jp",
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """``class_log_probs`` as probabilities, shape (B, C)."""
-    return class_log_probs(out, gammas, eta, mode, temperature).exp()
 
 
 def joint_probability(

@@ -345,13 +345,11 @@ def read_weights_file(
         raise SSALError(f"model.pretrained: {p} holds a {type(obj).__name__}, not a state_dict")
     if isinstance(obj.get("ssal"), Mapping) and isinstance(obj.get("state_dict"), Mapping):  # an ssal checkpoint
         state = _checkpoint_backbone(obj, meta)
-    elif meta_only:
-        return {}, meta
-    else:
+    elif not meta_only:
         state = _unwrapped_backbone(obj)
-    state = {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if meta_only:
         return {}, meta
+    state = {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise SSALError(f"model.pretrained: {p} holds no weights (no tensors found)")
     _check_finite(state, p)
@@ -390,8 +388,7 @@ def _checkpoint_backbone(obj: Mapping[str, Any], meta: dict[str, Any]) -> dict[s
     meta.update({k: s.get(k) for k in ("mean", "std", "class_names", "num_classes") if s.get(k) is not None})
     cfg = s.get("config") or {}
     meta.setdefault("model", (cfg.get("model") or {}).get("name"))
-    pre = "model.backbone."
-    return {k[len(pre) :]: v for k, v in obj["state_dict"].items() if k.startswith(pre)}
+    return _under(obj["state_dict"], "model.backbone.")
 
 
 def _unwrapped_backbone(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -401,11 +398,15 @@ def _unwrapped_backbone(obj: Mapping[str, Any]) -> Mapping[str, Any]:
         if isinstance(obj.get(key), Mapping):
             state = obj[key]
             break
-    if any(str(k).startswith("model.backbone.") for k in state):
-        state = {k[len("model.backbone.") :]: v for k, v in state.items() if str(k).startswith("model.backbone.")}
-    elif any(str(k).startswith("backbone.") for k in state):  # an SSALModel's own state_dict
-        state = {k[len("backbone.") :]: v for k, v in state.items() if str(k).startswith("backbone.")}
+    for prefix in ("model.backbone.", "backbone."):  # a task's state_dict, or an SSALModel's own
+        if any(str(k).startswith(prefix) for k in state):
+            return _under(state, prefix)
     return state
+
+
+def _under(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``state`` whose keys start with ``prefix``, with the prefix taken off."""
+    return {str(k)[len(prefix) :]: v for k, v in state.items() if str(k).startswith(prefix)}
 
 
 def _check_finite(state: dict[str, torch.Tensor], p: Path) -> None:
