@@ -11,6 +11,8 @@ test split), trained for enough epochs that the baseline converges; every arm ge
   two_stage        the paper's SSAL: groups (k = 20, join) from base's validation confusion, then the branch
   mixup            the baseline with mixup (alpha 0.8) / cutmix (alpha 1.0), switched per batch as in timm
   mixup_superclasses  the superclass branch with mixup / cutmix (the branch's targets mix too)
+  randaugment      the baseline with torchvision's RandAugment per image
+  erasing          the baseline with random erasing (probability 0.25 per image, as timm)
   paper_two_stage  the paper's branch set of the model (`ssal.branches: paper`, e.g. ResNet-18's two branches of
                    Table 1 with k = 20 and 50), groups from base's validation confusion, eta 1, aux weight 1
 
@@ -49,8 +51,11 @@ ARMS = (
     "paper_two_stage",
     "mixup",
     "mixup_superclasses",
+    "randaugment",
+    "erasing",
 )
-VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing", "mixup", "mixup_superclasses"}
+VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing", "mixup", "mixup_superclasses",
+            "randaugment", "erasing"}  # fmt: skip
 #: Epochs per size (images per class): small sets need more passes to converge.
 EPOCHS = {25: 60, 50: 40, 100: 30, 250: 20, 450: 15}
 
@@ -72,7 +77,7 @@ def run_one(out: Path, size: int, seed: int, arm: str, common: list[str], epochs
     if arm in VARIANTS:
         args += ["--variant", arm]
         over.append(f"ssal.grouping_seed={seed}")
-    elif arm in ("two_stage", "paper_two_stage", "mixup", "mixup_superclasses"):
+    elif arm in ("two_stage", "paper_two_stage"):
         base = run_one(out, size, seed, "base", common, given)
         conf = base / "confusion.npy"
         if not conf.is_file():
