@@ -1,4 +1,4 @@
-"""Shared fixtures. Real CIFAR-100 comes from SSAL_CIFAR100_DIR or ../shared/data/cifar100 beside the repo."""
+"""Shared fixtures. Real CIFAR-100 comes from the folder SSAL_CIFAR100_DIR names (`.ci/run` sets it)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cifar100_dir() -> Path:
-    return Path(os.environ.get("SSAL_CIFAR100_DIR", REPO.parent / "shared" / "data" / "cifar100"))
-
 
 @pytest.fixture(scope="session")
 def cifar100_dir() -> Path:
     """The NumPy CIFAR-100 folder; skips without it, but fails in CI (CI=true), where it must be present."""
-    d = _cifar100_dir()
-    if not (d / "mini_train.npz").is_file():
-        msg = f"CIFAR-100 arrays not found in {d} (set SSAL_CIFAR100_DIR to the folder with train.npz/mini_train.npz)"
+    d = Path(os.environ.get("SSAL_CIFAR100_DIR", "")).expanduser()
+    if not os.environ.get("SSAL_CIFAR100_DIR") or not (d / "mini_train.npz").is_file():
+        where = f"in {d}" if os.environ.get("SSAL_CIFAR100_DIR") else "(SSAL_CIFAR100_DIR is not set)"
+        msg = f"CIFAR-100 arrays not found {where}: set SSAL_CIFAR100_DIR to the folder with train.npz/mini_train.npz"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(msg + " -- required in CI")
         pytest.skip(msg)

@@ -111,8 +111,12 @@ def test_every_shipped_config_uses_the_data_folder(monkeypatch: pytest.MonkeyPat
     assert roots["cifar100_fast.yaml"] == str(tmp_path / "cifar100")
     assert roots["table2_tinyimagenet_baselines.yaml"] == str(tmp_path / "tinyimagenet")
     assert roots["table4_imagenet_resnet50.yaml"] == str(tmp_path / "imagenet")
-    for path in [*configs, *(REPO / "docs").glob("*.md"), REPO / "README.md", *(REPO / "benchmarks").iterdir()]:
-        assert "../shared" not in path.read_text(encoding="utf-8"), path
+    shipped = [REPO / "README.md", *configs]
+    for folder in ("src", "docs", "benchmarks", "examples"):
+        shipped += [p for p in (REPO / folder).rglob("*") if p.suffix in {".py", ".md", ".yaml", ".sh", ".txt"}]
+    assert len(shipped) > 80
+    for path in shipped:
+        assert "shared/data" not in path.read_text(encoding="utf-8"), path
 
 
 def test_fresh_machine_trains_a_shipped_config(
