@@ -129,3 +129,17 @@ def test_wandb_offline_gets_config_metrics_artefact_and_evaluation(
     assert main(["evaluate", str(run)]) == 0
     logs = sorted((run / "wandb").glob(f"offline-run-*-{ids['id']}/run-{ids['id']}.wandb"))
     assert any(b"eval/tr_top1" in f.read_bytes() for f in logs)  # the same run id: `wandb sync` joins them
+
+
+def test_pipeline_logs_each_runs_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "pipe"
+    args = ["demo", "--out", str(out), *FAST, "pipeline.baseline=false", "trainer.epochs=1", "trainer.loggers=[mlflow]"]
+    assert main(args) == 0
+    reports = sorted(out.glob("*/eval.json"))
+    assert reports
+    for report in reports:
+        ids = json.loads((report.parent / LOGGER_FILE).read_text())["mlflow"]
+        metrics = mlflow.MlflowClient(ids["tracking_uri"]).get_run(ids["run_id"]).data.metrics
+        assert metrics["eval/tr_top1"] == pytest.approx(json.loads(report.read_text())["tr_top1"])

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .compute import forward_flops_per_sample
 from .config import Config, load_config, resolve_raw, variant_names
+from .engine.loggers import log_evaluation
 from .errors import SSALError
 from .evaluation import EvalReport, evaluate_run, format_report, run_confusion, save_confusion, save_report
 from .files import atomic_write, atomic_write_text, check_output_path
@@ -214,8 +215,11 @@ def _run_stages(bcfg: Config, cfgs: list[Config], out: Path, conf_path: Path) ->
 
 
 def _evaluate(info: Any) -> EvalReport:
+    """Evaluate a run on test, write eval.json / eval.md, and log the numbers to its MLflow / W&B run, if any."""
     rep = evaluate_run(info)
     save_report(rep, info.paths.root)
+    for name in log_evaluation(info.paths.root, asdict(rep)):
+        log.info("logged eval to the %s run of %s", name, info.paths.root)
     return rep
 
 
