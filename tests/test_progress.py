@@ -43,6 +43,20 @@ def test_logs_get_one_line_per_epoch_and_no_bar(tmp_path: Path, caplog: pytest.L
     assert main([*_train(tmp_path, "off"), "trainer.progress_bar=false"]) == 0
 
 
+def test_pipeline_shows_bars_and_progress_bar_false_hides_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = ["demo", "--out", str(tmp_path / "pipe"), "ssal.groupings=random", "pipeline.baseline=false",
+            "trainer.epochs=2", "schedule.peak_epoch=1"]  # fmt: skip
+    assert main(args) == 0
+    assert "test set:" in capsys.readouterr().err
+    assert main([*_train(tmp_path, "quiet"), "trainer.progress_bar=false"]) == 0
+    assert main(["evaluate", str(tmp_path / "quiet")]) == 0
+    captured = capsys.readouterr()
+    assert "img/s" not in captured.out + captured.err
+
+
 def test_run_eta_from_the_mean_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     bar = ImageProgressBar(64)
     trainer = SimpleNamespace(max_epochs=10, current_epoch=3)

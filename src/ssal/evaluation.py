@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .architecture import SSALModel, SSALOutput
 from .build import DataBundle, make_loader
+from .config import Config
 from .errors import SSALError
 from .files import atomic_write, atomic_write_json, atomic_write_text
 from .hardware import num_threads
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 
 #: Test-time augmentations of ``collect_outputs``: none, or the mean logits of the image and its mirror.
 TTA_MODES = ("none", "flip")
+
+
+def _bar_label(cfg: Config, label: str) -> str:
+    """``collect_outputs``' progress label: none (no bar) when the run's config turned bars off."""
+    return label if cfg.trainer.progress_bar else ""
 
 
 @torch.no_grad()
@@ -202,7 +208,7 @@ def _evaluate_run(
         info.model,
         make_loader(cfg, data, getattr(data, split), train=False, device=device),
         cfg.trainer.precision,
-        f"{split} set",
+        _bar_label(cfg, f"{split} set"),
         tta,
     )
     m = SSALMetrics([g.to("cpu") for g in info.gammas], info.eta or 1.0, lc)
@@ -255,7 +261,7 @@ def _held_out_outputs(
     if split != "val" and data.val is not None and data.val is not data.test:
         what = "validation outputs for +LC and +TS" if info.groupings else "validation outputs for +TS"
         loader = make_loader(info.config, data, data.val, train=False, device=device)
-        return collect_outputs(info.model, loader, info.config.trainer.precision, what, tta)
+        return collect_outputs(info.model, loader, info.config.trainer.precision, _bar_label(info.config, what), tta)
     if split == "val":
         log.warning(
             "+LC and +TS are fitted on the validation split, so they are not reported on it (in-sample scores)"
@@ -406,7 +412,7 @@ def run_confusion(info: RunInfo, split: str = "val", device: torch.device | None
             info.model,
             make_loader(cfg, data, arrays, train=False, device=device),
             cfg.trainer.precision,
-            f"{split} set",
+            _bar_label(cfg, f"{split} set"),
         )
     return confusion_matrix(out.main.argmax(1), y, info.num_classes)
 
