@@ -102,6 +102,29 @@ def test_median_pruner_stops_a_bad_trial(tmp_path: Path) -> None:
     assert [len(read_metrics(out / f"trial_00{i}" / "metrics.csv")) for i in (0, 1)] == [3, 3]
 
 
+def test_loss_metric_minimises_with_a_variant_and_no_pruner(tmp_path: Path, capsys) -> None:
+    """--metric val_loss is minimised; --variant applies to every trial; --pruner none finishes every trial."""
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(Path(DEMO).read_text() + "variants:\n  small: {data.batch_size: 32}\n")
+    out = tmp_path / "loss"
+    base = ["sweep", "--config", str(cfg), "--variant", "small", "--out", str(out), "--metric", "val_loss",
+            "--pruner", "none", "--seed", "3", *FAST, "trainer.epochs=2", "optim.lr=float:0.00001:0.5:log"]  # fmt: skip
+    assert main([*base, "--trials", "3"]) == 0
+    study = optuna.load_study(study_name="demo_small", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.direction.name == "MINIMIZE"
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for t in trials:
+        run = Path(t.user_attrs["run_dir"])
+        assert load_config(run / "config.yaml").data.batch_size == 32
+        assert t.value == pytest.approx(float(read_metrics(run / "metrics.csv")[-1]["val_loss"]))
+    assert study.best_value == min(t.value for t in trials)
+    capsys.readouterr()
+    assert main([*base, "--trials", "4", "--direction", "maximize"]) == 2  # the stored study minimises
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the other way" in err[0]
+
+
 def test_sweep_errors_are_one_line(tmp_path: Path, capsys) -> None:
     cases = [
         (["optim.lr=float:0.5:0.1"], "LOW must be below HIGH"),

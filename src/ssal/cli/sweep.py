@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, metavar="FILE", required=True, help="YAML config of every trial")
     p.add_argument("--variant", metavar="NAME", help="one of the config's variants")
     p.add_argument("--trials", type=int, required=True, metavar="N", help="finished trials the study should have")
-    p.add_argument("--study", metavar="NAME", default=None, help="study name (default: the config's name)")
+    p.add_argument("--study", metavar="NAME", default=None,
+                   help="study name (default: the run name: demo, or demo_small with --variant small)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/<study>_sweep)")
     p.add_argument("--metric", default="f_top1", help="validation metric to optimise: f_top1 (default), jp_top1, "
                    "f_top5, val_loss, ... (a column of metrics.csv)")  # fmt: skip
@@ -53,14 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the spaces, run the study, print the table of trials."""
-    from ..config import parse_overrides, read_yaml
+    from ..config import parse_overrides, read_yaml, resolve_raw
     from ..sweep import run_sweep, split_space_args
 
     spaces, fixed = split_space_args(args.overrides)
-    raw = read_yaml(args.config)
-    study = args.study or str(raw.get("name", "run"))
+    raw, fixed = read_yaml(args.config), parse_overrides(fixed)
+    study = args.study or resolve_raw(raw, args.variant, fixed).name  # a variant's own study (demo_small)
     out = args.out or Path("runs") / f"{study}_sweep"
-    res = run_sweep(raw, spaces, parse_overrides(fixed), trials=args.trials, out=out, study_name=study,
+    res = run_sweep(raw, spaces, fixed, trials=args.trials, out=out, study_name=study,
                     metric=args.metric, direction=args.direction, pruner=args.pruner, variant=args.variant,
                     seed=args.seed, heartbeat=args.heartbeat)  # fmt: skip
     sys.stdout.write((out / "trials.md").read_text(encoding="utf-8"))
