@@ -12,7 +12,7 @@ import ssal
 from ssal.architecture import SSALOutput
 from ssal.config import load_config
 from ssal.data import DeviceLoader, ImageArrays
-from ssal.data.mixing import MixCollate, MixSettings, cutmix_box, erase_batch, mix_batch
+from ssal.data.mixing import BatchMixer, MixCollate, MixSettings, erase_batch
 from ssal.errors import SSALError
 from ssal.loss import group_targets, membership
 from ssal.runs import RunPaths, read_metrics
@@ -160,14 +160,23 @@ def test_random_erasing_and_auto_augment_on_the_device() -> None:
         assert all(x.shape == (8, 3, 16, 16) and x.min() >= 0 and x.max() <= 1 for x, _ in aug)
 
 
-def test_cutmix_box_is_timms_and_mix_batch_pairs_with_the_rolled_batch() -> None:
-    y0, y1, x0, x1, lam = cutmix_box(10, 10, 0.75, 0.5, 0.5)  # sides sqrt(0.25) = half: a 5x5 box around (5, 5)
-    assert (y0, y1, x0, x1) == (3, 7, 3, 7) and lam == pytest.approx(1 - 16 / 100)
-    assert cutmix_box(10, 10, 0.0, 0.0, 0.0)[:4] == (0, 5, 0, 5)  # clipped at the border
-    x, y = torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
-    mx, my = mix_batch(x.clone(), y, 3, 0.25)
-    assert torch.allclose(mx, 0.25 * x + 0.75 * x.roll(1, 0))
-    assert torch.allclose(my, torch.tensor([[0.25, 0, 0.75], [0.75, 0.25, 0], [0, 0.75, 0.25]]))
+def test_batch_mixer_is_torchvisions_seeded_and_leaves_the_global_generator() -> None:
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    mixer = BatchMixer(MixSettings(mixup=0.8, cutmix=1.0), 5)
+    state = torch.random.get_rng_state()
+    a, b = mixer(x.clone(), y, seed=7), mixer(x.clone(), y, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global CPU generator is untouched
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    draws = [mixer(x.clone(), y, seed=s)[1] for s in range(40)]
+    assert len({round(float(t[1, 1]), 6) for t in draws}) > 30  # lambda varies with the seed
+    for t in draws:  # torchvision's pairing: each image with the one before it (roll by one)
+        lam = t[1, 1]
+        onehot = F.one_hot(y, 5).float()
+        assert torch.allclose(t, lam * onehot + (1 - lam) * onehot.roll(1, 0), atol=1e-6)
+    cut = BatchMixer(MixSettings(cutmix=1.0), 5)
+    mx, my = cut(x.clone(), y, seed=3)
+    own = (mx == x).all(1).float().mean((1, 2))  # the kept area is the label weight of the image's own class
+    assert torch.allclose(own, torch.full((6,), float(my[1, 1])), atol=1e-6)
 
 
 # --- ImageFolder data: torchvision transforms.v2 -------------------------------------------------------------------

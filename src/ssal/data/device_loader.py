@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import SSALError
 from .arrays import ImageArrays
-from .mixing import AUTO_AUGMENTS, MixPlan, MixSettings, auto_augment_transform, erase_batch, mix_batch
+from .mixing import AUTO_AUGMENTS, BatchMixer, MixSettings, auto_augment_transform, erase_batch
 from .specs import AUGMENTATIONS
 
 __all__ = ["DeviceLoader", "augment_batch", "gather_augmented"]
@@ -109,6 +109,7 @@ class DeviceLoader:
         self.mix = (mix or MixSettings()).check()
         self.auto_augment, self.random_erasing = auto_augment, float(random_erasing)
         self._policy = auto_augment_transform(auto_augment) if train else None
+        self._mixer = BatchMixer(self.mix, data.num_classes) if train and self.mix.active else None
         self.data, self.batch_size, self.train = data, int(batch_size), bool(train)
         self.augment, self.max_shift, self.seed = augment, int(max_shift), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
@@ -189,16 +190,14 @@ class DeviceLoader:
         self.epoch, self._start_batch = epoch + 1, 0  # forgetting set_epoch still gives a fresh permutation
         order, shifts, flips = (None if t is None else t.to(self.device) for t in self._epoch_plan(epoch))
         bounds = self._bounds(order.numel())
-        extra = self._extra_plan(epoch, len(bounds)) if self.train else None
+        extra = self._extra_seeds(epoch, len(bounds)) if self.train else None
         yield from self._batches(order, shifts, flips, bounds, extra, start)
 
-    def _extra_plan(self, epoch: int, n_batches: int) -> tuple[MixPlan, Tensor]:
-        """The epoch's mixing parameters and one seed per batch (auto_augment, random erasing), from their own
-        generator: turning them on leaves the permutation, shifts and flips of the epoch as they were."""
-        seed = [self.seed, epoch, self.rank, 0x5EED]
-        plan = MixPlan.draw(self.mix, n_batches, np.random.default_rng(seed).integers(2**63))
-        seeds = torch.from_numpy(np.random.default_rng([*seed, 1]).integers(0, 2**62, n_batches))
-        return plan, seeds
+    def _extra_seeds(self, epoch: int, n_batches: int) -> Tensor:
+        """One seed per batch for auto_augment, random erasing and mixing, from their own generator: turning them on
+        leaves the permutation, shifts and flips of the epoch as they were."""
+        seed = [self.seed, epoch, self.rank, 0x5EED, 1]
+        return torch.from_numpy(np.random.default_rng(seed).integers(0, 2**62, n_batches))
 
     def _batches(self, order, shifts, flips, bounds, extra, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         for i in range(start, len(bounds)):
@@ -209,9 +208,9 @@ class DeviceLoader:
             if extra is None:
                 yield x.float().div_(255.0), self._labels[idx]  # float32 in [0, 1], same memory format
                 continue
-            yield self._train_extras(x, self._labels[idx], extra[0], int(extra[1][i]), i)
+            yield self._train_extras(x, self._labels[idx], int(extra[i]))
 
-    def _train_extras(self, x: Tensor, y: Tensor, plan: MixPlan, seed: int, i: int) -> tuple[Tensor, Tensor]:
+    def _train_extras(self, x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
         """auto_augment (uint8), then [0, 1] floats, random erasing, and mixing (soft targets when it is on)."""
         if self._policy is not None:
             with torch.random.fork_rng(devices=[]):  # torchvision's policies draw from the global CPU generator
@@ -220,12 +219,7 @@ class DeviceLoader:
         x = x.float().div_(255.0)
         if self.random_erasing > 0:
             erase_batch(x, self.random_erasing, torch.Generator().manual_seed(seed + 1))
-        if not self.mix.active:
-            return x, y
-        if not bool(plan.apply[i]):
-            return x, torch.nn.functional.one_hot(y, self.num_classes).float()
-        centre = (float(plan.centre[i, 0]), float(plan.centre[i, 1]))
-        return mix_batch(x, y, self.num_classes, float(plan.lam[i]), bool(plan.cutmix[i]), centre)
+        return (x, y) if self._mixer is None else self._mixer(x, y, seed + 2)
 
 
 def _check_options(data, batch_size, augment, max_shift, rank, world_size) -> None:
