@@ -12,7 +12,7 @@ import ssal
 from ssal.architecture import SSALOutput
 from ssal.config import load_config
 from ssal.data import DeviceLoader, ImageArrays
-from ssal.data.mixing import BatchMixer, MixCollate, MixSettings, erase_batch
+from ssal.data.mixing import BatchAutoAugment, BatchMixer, MixCollate, MixSettings, auto_augment_transform, erase_batch
 from ssal.errors import SSALError
 from ssal.loss import group_targets, membership
 from ssal.runs import RunPaths, read_metrics
@@ -158,6 +158,35 @@ def test_random_erasing_and_auto_augment_on_the_device() -> None:
         assert all(torch.equal(y0, y) for (_, y0), (_, y) in zip(plain, aug, strict=True))
         assert any(not torch.equal(x0, x) for (x0, _), (x, _) in zip(plain, aug, strict=True))
         assert all(x.shape == (8, 3, 16, 16) and x.min() >= 0 and x.max() <= 1 for x, _ in aug)
+
+
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment"])
+def test_batched_auto_augment_equals_the_policy_per_image(name: str) -> None:
+    """Each image gets what torchvision's policy makes of it with that image's draw; draws follow the policy."""
+    policy = auto_augment_transform(name)
+    batched = BatchAutoAugment(policy)
+    x = (torch.rand(48, 3, 12, 12) * 255).to(torch.uint8)
+    torch.manual_seed(0)
+    draws = batched.draws(48, 12, 12)
+    torch.manual_seed(0)
+    out = batched(x.clone())
+    expected = x.clone()
+    for slot in draws:
+        for i, (op, magnitude) in enumerate(slot):
+            expected[i] = policy._apply_image_or_video_transform(
+                expected[i], op, magnitude, policy.interpolation, policy._fill
+            )
+    assert torch.equal(out, expected)
+    assert len(draws) == (2 if name == "randaugment" else 1)
+    torch.manual_seed(1)
+    many = [d for slot in batched.draws(4000, 12, 12) for d in slot]
+    counts = {op: sum(o == op for o, _ in many) for op in policy._AUGMENTATION_SPACE}
+    assert all(abs(c / len(many) - 1 / 14) < 0.02 for c in counts.values()), counts  # uniform over the 14 ops
+    rotations = [m for o, m in many if o == "Rotate"]
+    if name == "randaugment":  # the fixed magnitude 9 of 31 bins (30 degrees at most): +-9 degrees, either sign
+        assert set(rotations) == {9.0, -9.0}
+    else:  # a magnitude bin drawn per image, either sign
+        assert len(set(rotations)) > 20 and min(rotations) < 0 < max(rotations)
 
 
 def test_batch_mixer_is_torchvisions_seeded_and_leaves_the_global_generator() -> None:

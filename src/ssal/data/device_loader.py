@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import SSALError
 from .arrays import ImageArrays
-from .mixing import AUTO_AUGMENTS, BatchMixer, MixSettings, auto_augment_transform, erase_batch
+from .mixing import AUTO_AUGMENTS, BatchAutoAugment, BatchMixer, MixSettings, auto_augment_transform, erase_batch
 from .specs import AUGMENTATIONS
 
 __all__ = ["DeviceLoader", "augment_batch", "gather_augmented"]
@@ -108,7 +108,8 @@ class DeviceLoader:
             raise SSALError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
         self.mix = (mix or MixSettings()).check()
         self.auto_augment, self.random_erasing = auto_augment, float(random_erasing)
-        self._policy = auto_augment_transform(auto_augment) if train else None
+        policy = auto_augment_transform(auto_augment) if train else None
+        self._policy = None if policy is None else BatchAutoAugment(policy)
         self._mixer = BatchMixer(self.mix, data.num_classes) if train and self.mix.active else None
         self.data, self.batch_size, self.train = data, int(batch_size), bool(train)
         self.augment, self.max_shift, self.seed = augment, int(max_shift), int(seed)
@@ -215,7 +216,7 @@ class DeviceLoader:
         if self._policy is not None:
             with torch.random.fork_rng(devices=[]):  # torchvision's policies draw from the global CPU generator
                 torch.manual_seed(seed)
-                x = torch.stack([self._policy(img) for img in x.unbind(0)]).contiguous(memory_format=self._layout)
+                x = self._policy(x).contiguous(memory_format=self._layout)
         x = x.float().div_(255.0)
         if self.random_erasing > 0:
             erase_batch(x, self.random_erasing, torch.Generator().manual_seed(seed + 1))

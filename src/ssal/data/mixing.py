@@ -24,6 +24,7 @@ from ..errors import SSALError
 
 __all__ = [
     "AUTO_AUGMENTS",
+    "BatchAutoAugment",
     "BatchMixer",
     "MixCollate",
     "MixSettings",
@@ -80,6 +81,49 @@ def erase_batch(x: Tensor, p: float, gen: torch.Generator, scale=(0.02, 0.33), r
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & on[:, None, None]
     return x.masked_fill_(mask[:, None], 0.0)
+
+
+class BatchAutoAugment:
+    """torchvision's ``RandAugment`` / ``TrivialAugmentWide`` on a batch of uint8 images (B, C, H, W) with one draw
+    per image, as a call per image would make, but each drawn (operation, magnitude) applied once to all the images
+    that drew it: tens of calls per batch instead of one per image. The operations are torchvision's own; the
+    draws come from the global CPU generator (the caller seeds it)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.ops = list(policy._AUGMENTATION_SPACE.items())  # name -> (magnitudes(bins, h, w), signed)
+        self.slots = getattr(policy, "num_ops", 1)  # RandAugment: num_ops per image; TrivialAugmentWide: one
+        self.fixed_bin = getattr(policy, "magnitude", None)  # RandAugment's fixed magnitude; TrivialAugment draws one
+
+    def draws(self, n: int, h: int, w: int) -> list[list[tuple[str, float]]]:
+        """Per operation slot, each image's (operation, signed magnitude), with the policy's probabilities."""
+        bins = self.policy.num_magnitude_bins
+        table = [(name, fn(bins, h, w), signed) for name, (fn, signed) in self.ops]  # magnitudes None: no magnitude
+        out = []
+        for _ in range(self.slots):
+            op = torch.randint(len(table), (n,)).tolist()
+            level = torch.randint(bins, (n,)).tolist() if self.fixed_bin is None else [self.fixed_bin] * n
+            negative = (torch.rand(n) <= 0.5).tolist()
+            slot = []
+            for i in range(n):
+                name, mags, signed = table[op[i]]
+                m = 0.0 if mags is None else float(mags[level[i]])
+                slot.append((name, -m if signed and negative[i] else m))
+            out.append(slot)
+        return out
+
+    def __call__(self, x: Tensor) -> Tensor:
+        p = self.policy
+        for slot in self.draws(x.shape[0], x.shape[-2], x.shape[-1]):
+            groups: dict[tuple[str, float], list[int]] = {}
+            for i, key in enumerate(slot):
+                groups.setdefault(key, []).append(i)
+            for (name, magnitude), idx in groups.items():
+                if name == "Identity":
+                    continue
+                rows = torch.tensor(idx, device=x.device)
+                x[rows] = p._apply_image_or_video_transform(x[rows], name, magnitude, p.interpolation, p._fill)
+        return x
 
 
 def auto_augment_transform(name: str) -> Any:
