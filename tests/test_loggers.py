@@ -143,3 +143,20 @@ def test_pipeline_logs_each_runs_evaluation(tmp_path: Path, monkeypatch: pytest.
         ids = json.loads((report.parent / LOGGER_FILE).read_text())["mlflow"]
         metrics = mlflow.MlflowClient(ids["tracking_uri"]).get_run(ids["run_id"]).data.metrics
         assert metrics["eval/tr_top1"] == pytest.approx(json.loads(report.read_text())["tr_top1"])
+
+
+def test_a_logger_that_fails_after_evaluation_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ssal.engine.loggers as loggers
+
+    pytest.importorskip("mlflow")
+    (tmp_path / LOGGER_FILE).write_text(json.dumps({"mlflow": {"tracking_uri": "http://tracking:5000", "run_id": "x"}}))
+
+    def unreachable(*args: object) -> None:
+        raise ConnectionError("tracking:5000 is unreachable")
+
+    monkeypatch.setattr(loggers, "_log_mlflow", unreachable)
+    with caplog.at_level("WARNING"):
+        assert loggers.log_evaluation(tmp_path, {"tr_top1": 50.0}) == []
+    assert "mlflow: eval not logged (tracking:5000 is unreachable)" in caplog.text

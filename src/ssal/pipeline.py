@@ -216,10 +216,13 @@ def _run_stages(bcfg: Config, cfgs: list[Config], out: Path, conf_path: Path) ->
 
 def _evaluate(info: Any) -> EvalReport:
     """Evaluate a run on test, write eval.json / eval.md, and log the numbers to its MLflow / W&B run, if any."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     rep = evaluate_run(info)
     save_report(rep, info.paths.root)
-    for name in log_evaluation(info.paths.root, asdict(rep)):
-        log.info("logged eval to the %s run of %s", name, info.paths.root)
+    if rank_zero_only.rank == 0:  # under DDP every process evaluates; one logs
+        for name in log_evaluation(info.paths.root, asdict(rep)):
+            log.info("logged eval to the %s run of %s", name, info.paths.root)
     return rep
 
 

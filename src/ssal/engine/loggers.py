@@ -222,29 +222,39 @@ def _numbers(prefix: str, value: Any) -> dict[str, float]:
 
 def log_evaluation(run_dir: str | os.PathLike, report: dict[str, Any], prefix: str = "eval") -> list[str]:
     """Log the numbers of an evaluation report (``eval.json``'s content) to the MLflow / W&B run that trained
-    ``run_dir`` (its loggers.json), as ``<prefix>/<name>``; returns the loggers written to."""
+    ``run_dir`` (its loggers.json), as ``<prefix>/<name>``; returns the loggers written to. A logger that fails (an
+    unreachable server) gets a warning: the report is on disk already."""
     paths = RunPaths(Path(run_dir))
     saved = _saved(paths)
     metrics = {k: v for key, val in report.items() for k, v in _numbers(f"{prefix}/{key}", val).items()}
     done = []
-    if "mlflow" in saved:
-        ml = saved["mlflow"]
-        check_logger_packages(["mlflow"], ml["tracking_uri"])
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=ml["tracking_uri"])
-        for k, v in metrics.items():
-            client.log_metric(ml["run_id"], k, v)
-        done.append("mlflow")
-    if "wandb" in saved:
-        check_logger_packages(["wandb"])
-        import wandb
-
-        wb = saved["wandb"]
-        mode = "offline" if wb.get("mode") == "offline" else None  # else: wandb's own settings (online)
-        run = wandb.init(id=wb["id"], project=wb.get("project"), dir=str(paths.root), mode=mode, resume="allow")
-        run.summary.update(metrics)
-        run.log(metrics)
-        run.finish()
-        done.append("wandb")
+    for name, log_to in (("mlflow", _log_mlflow), ("wandb", _log_wandb)):
+        if name in saved:
+            check_logger_packages([name], saved[name].get("tracking_uri", ""))
+            try:
+                log_to(saved[name], metrics, paths)
+            except Exception as e:  # an unreachable server must not fail a finished evaluation
+                log.warning(
+                    "%s: %s not logged (%s)", name, prefix, (str(e).splitlines() or [type(e).__name__])[0][:200]
+                )
+                continue
+            done.append(name)
     return done
+
+
+def _log_mlflow(ids: dict[str, Any], metrics: dict[str, float], paths: RunPaths) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=ids["tracking_uri"])
+    for k, v in metrics.items():
+        client.log_metric(ids["run_id"], k, v)
+
+
+def _log_wandb(ids: dict[str, Any], metrics: dict[str, float], paths: RunPaths) -> None:
+    import wandb
+
+    mode = "offline" if ids.get("mode") == "offline" else None  # else: wandb's own settings (online)
+    run = wandb.init(id=ids["id"], project=ids.get("project"), dir=str(paths.root), mode=mode, resume="allow")
+    run.summary.update(metrics)
+    run.log(metrics)
+    run.finish()
