@@ -125,6 +125,16 @@ def test_loss_metric_minimises_with_a_variant_and_no_pruner(tmp_path: Path, caps
     assert len(err) == 1 and "the other way" in err[0]
 
 
+def test_a_setting_valid_only_with_the_searched_value_runs(tmp_path: Path) -> None:
+    """The default study name is read without checking the config: peak_epoch 5 is valid only with epochs > 5."""
+    out = tmp_path / "peak"
+    argv = ["sweep", "--config", DEMO, "--trials", "1", "--out", str(out), "ssal.branches=[]",
+            "trainer.limit_train_batches=0.25", "schedule.peak_epoch=5", "trainer.epochs=int:6:7"]  # fmt: skip
+    assert main(argv) == 0
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]
+
+
 def test_sweep_errors_are_one_line(tmp_path: Path, capsys) -> None:
     cases = [
         (["optim.lr=float:0.5:0.1"], "LOW must be below HIGH"),

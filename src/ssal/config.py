@@ -48,6 +48,7 @@ __all__ = [
     "resolve_raw",
     "save_config",
     "validate",
+    "run_name",
     "variant_names",
 ]
 
@@ -565,18 +566,28 @@ def _variants(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return v
 
 
+def run_name(raw: dict[str, Any], variant: str | None = None, overrides: dict[str, Any] | None = None) -> str:
+    """The run's ``name`` as ``resolve_raw`` gives it (a variant's ``<base name>_<variant>`` by default), without
+    checking the rest of the config."""
+    if overrides and "name" in overrides:
+        return str(overrides["name"])
+    if variant is None:
+        return str(raw.get("name", "run"))
+    variants = _variants(raw)
+    if variant not in variants:
+        raise SSALError(f"unknown variant {variant!r}; this config has: {', '.join(variants) or 'none'}")
+    return str(variants[variant].get("name", f"{raw.get('name', 'run')}_{variant}"))
+
+
 def resolve_raw(raw: dict[str, Any], variant: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Apply a variant (if any), then dotted overrides, to a raw config dict and validate it.
 
     A variant's ``name`` defaults to ``<base name>_<variant>`` so that its run directory differs.
     """
-    variants = _variants(raw)
+    variants, name = _variants(raw), run_name(raw, variant)
     raw = {k: v for k, v in raw.items() if k != "variants"}
     if variant is not None:
-        if variant not in variants:
-            raise SSALError(f"unknown variant {variant!r}; this config has: {', '.join(variants) or 'none'}")
-        chosen = {"name": f"{raw.get('name', 'run')}_{variant}", **variants[variant]}
-        raw = apply_overrides(raw, chosen)
+        raw = apply_overrides(raw, {**variants[variant], "name": name})
     raw = apply_overrides(raw, overrides or {})
     cfg = config_from_dict(raw)
     cfg.variant = variant

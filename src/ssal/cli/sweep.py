@@ -54,12 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the spaces, run the study, print the table of trials."""
-    from ..config import parse_overrides, read_yaml, resolve_raw
+    from ..config import parse_overrides, read_yaml, run_name
     from ..sweep import run_sweep, split_space_args
 
     spaces, fixed = split_space_args(args.overrides)
     raw, fixed = read_yaml(args.config), parse_overrides(fixed)
-    study = args.study or resolve_raw(raw, args.variant, fixed).name  # a variant's own study (demo_small)
+    study = args.study or run_name(raw, args.variant, fixed)  # a variant's own study (demo_small)
     out = args.out or Path("runs") / f"{study}_sweep"
     res = run_sweep(raw, spaces, fixed, trials=args.trials, out=out, study_name=study,
                     metric=args.metric, direction=args.direction, pruner=args.pruner, variant=args.variant,
