@@ -127,6 +127,22 @@ def test_mixing_is_seeded_resumable_and_leaves_the_permutation_alone() -> None:
         assert set(y.argmax(1).tolist()) <= set(y0.tolist())
     extras = run(0, 2, auto_augment="randaugment", random_erasing=0.5)
     assert same(extras, run(0, 2, auto_augment="randaugment", random_erasing=0.5))
+    assert same(run(0, 2, start=3, auto_augment="randaugment", random_erasing=0.5), extras[3:])  # resume mid-epoch
+    half = MixSettings(mixup=0.8, prob=0.5)  # batches that do not mix: one-hot soft targets
+    sometimes = _epoch(DeviceLoader(data, 8, train=True, seed=0, max_shift=1, mix=half), 2)
+    kinds = {int((y > 0).sum(1).max()) for _, y in sometimes}
+    assert kinds == {1, 2} and all(y.dtype == torch.float32 and torch.allclose(y.sum(1), torch.ones(8))
+                                   for _, y in sometimes)  # fmt: skip
+
+
+def test_per_batch_seeding_leaves_the_gpu_generators_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reseed(seed: int) -> None:
+        raise AssertionError("a GPU generator was reseeded")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseed)
+    mix = MixSettings(mixup=0.8, cutmix=1.0)
+    loader = DeviceLoader(_arrays(), 8, train=True, seed=0, mix=mix, auto_augment="randaugment", random_erasing=0.5)
+    assert len(_epoch(loader, 0)) > 1
 
 
 def test_no_mixing_when_off_unlikely_or_evaluating() -> None:
@@ -165,9 +181,9 @@ def test_batched_auto_augment_equals_the_policy_per_image(name: str) -> None:
     """Each image gets what torchvision's policy makes of it with that image's draw; draws follow the policy."""
     policy = auto_augment_transform(name)
     batched = BatchAutoAugment(policy)
-    x = (torch.rand(48, 3, 12, 12) * 255).to(torch.uint8)
+    x = (torch.rand(48, 3, 12, 16) * 255).to(torch.uint8)  # not square: height and width stay apart
     torch.manual_seed(0)
-    draws = batched.draws(48, 12, 12)
+    draws = batched.draws(48, 12, 16)
     torch.manual_seed(0)
     out = batched(x.clone())
     expected = x.clone()

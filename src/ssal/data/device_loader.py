@@ -15,7 +15,15 @@ from torch import Tensor
 
 from ..errors import SSALError
 from .arrays import ImageArrays
-from .mixing import AUTO_AUGMENTS, BatchAutoAugment, BatchMixer, MixSettings, auto_augment_transform, erase_batch
+from .mixing import (
+    AUTO_AUGMENTS,
+    BatchAutoAugment,
+    BatchMixer,
+    MixSettings,
+    auto_augment_transform,
+    erase_batch,
+    seeded_cpu_rng,
+)
 from .specs import AUGMENTATIONS
 
 __all__ = ["DeviceLoader", "augment_batch", "gather_augmented"]
@@ -214,8 +222,7 @@ class DeviceLoader:
     def _train_extras(self, x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
         """auto_augment (uint8), then [0, 1] floats, random erasing, and mixing (soft targets when it is on)."""
         if self._policy is not None:
-            with torch.random.fork_rng(devices=[]):  # torchvision's policies draw from the global CPU generator
-                torch.manual_seed(seed)
+            with seeded_cpu_rng(seed):  # torchvision's policies draw from the global CPU generator
                 x = self._policy(x).contiguous(memory_format=self._layout)
         x = x.float().div_(255.0)
         if self.random_erasing > 0:

@@ -12,7 +12,9 @@ pairing. A branch's target is that mixture summed over each group (``ssal.loss``
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,7 @@ __all__ = [
     "MixSettings",
     "auto_augment_transform",
     "erase_batch",
+    "seeded_cpu_rng",
 ]
 
 #: ``data.auto_augment``: none | randaugment (torchvision's defaults: 2 ops, magnitude 9) | trivialaugment.
@@ -86,7 +89,8 @@ def erase_batch(x: Tensor, p: float, gen: torch.Generator, scale=(0.02, 0.33), r
 class BatchAutoAugment:
     """torchvision's ``RandAugment`` / ``TrivialAugmentWide`` on a batch of uint8 images (B, C, H, W) with one draw
     per image, as a call per image would make, but each drawn (operation, magnitude) applied once to all the images
-    that drew it: tens of calls per batch instead of one per image. The operations are torchvision's own; the
+    that drew it: RandAugment makes at most 2 x 14 x 2 calls per batch (ops x operations x signs) instead of one per
+    image; TrivialAugmentWide, whose magnitude is drawn per image too, about half as many as images at batch 512. The operations are torchvision's own; the
     draws come from the global CPU generator (the caller seeds it)."""
 
     def __init__(self, policy: Any) -> None:
@@ -135,6 +139,15 @@ def auto_augment_transform(name: str) -> Any:
     return {"none": None, "randaugment": v2.RandAugment(), "trivialaugment": v2.TrivialAugmentWide()}[name]
 
 
+@contextlib.contextmanager
+def seeded_cpu_rng(seed: int) -> Iterator[None]:
+    """The global CPU generator seeded with ``seed`` inside the block and restored after it; the GPUs' generators
+    (dropout, stochastic depth) are left alone, which ``torch.manual_seed`` would reseed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 class BatchMixer:
     """mixup / cutmix of a batch of float images (B, C, H, W) with integer labels (B,), as torchvision's ``v2.MixUp``
     and ``v2.CutMix``: with probability ``prob`` the batch mixes (cutmix with probability ``switch_prob`` when both
@@ -158,8 +171,7 @@ class BatchMixer:
     def __call__(self, x: Tensor, y: Tensor, seed: int | None = None) -> tuple[Tensor, Tensor]:
         if seed is None:
             return self._draw(x, y)
-        with torch.random.fork_rng(devices=[]):  # torchvision draws lambda, the mode and the box on the CPU
-            torch.manual_seed(seed)
+        with seeded_cpu_rng(seed):  # torchvision draws lambda, the mode and the box on the CPU
             return self._draw(x, y)
 
     def _draw(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
