@@ -12,6 +12,7 @@ test split), trained for enough epochs that the baseline converges; every arm ge
   mixup            the baseline with mixup (alpha 0.8) / cutmix (alpha 1.0), switched per batch as in timm
   mixup_superclasses  the superclass branch with mixup / cutmix (the branch's targets mix too)
   randaugment      the baseline with torchvision's RandAugment per image
+  randaugment_superclasses  the superclass branch with RandAugment
   erasing          the baseline with random erasing (probability 0.25 per image, as timm)
   paper_two_stage  the paper's branch set of the model (`ssal.branches: paper`, e.g. ResNet-18's two branches of
                    Table 1 with k = 20 and 50), groups from base's validation confusion, eta 1, aux weight 1
@@ -52,10 +53,11 @@ ARMS = (
     "mixup",
     "mixup_superclasses",
     "randaugment",
+    "randaugment_superclasses",
     "erasing",
 )
 VARIANTS = {"superclasses", "random", "output_groups", "group_smoothing", "mixup", "mixup_superclasses",
-            "randaugment", "erasing"}  # fmt: skip
+            "randaugment", "randaugment_superclasses", "erasing"}  # fmt: skip
 #: Epochs per size (images per class): small sets need more passes to converge.
 EPOCHS = {25: 60, 50: 40, 100: 30, 250: 20, 450: 15}
 
