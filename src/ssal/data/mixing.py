@@ -90,8 +90,8 @@ class BatchAutoAugment:
     """torchvision's ``RandAugment`` / ``TrivialAugmentWide`` on a batch of uint8 images (B, C, H, W) with one draw
     per image, as a call per image would make, but each drawn (operation, magnitude) applied once to all the images
     that drew it: RandAugment makes at most 2 x 14 x 2 calls per batch (ops x operations x signs) instead of one per
-    image; TrivialAugmentWide, whose magnitude is drawn per image too, about half as many as images at batch 512. The operations are torchvision's own; the
-    draws come from the global CPU generator (the caller seeds it)."""
+    image; TrivialAugmentWide, whose magnitude is drawn per image too, about half as many as images at batch 512.
+    The operations are torchvision's own; the draws come from the global CPU generator (the caller seeds it)."""
 
     def __init__(self, policy: Any) -> None:
         self.policy = policy
