@@ -46,9 +46,9 @@ __all__ = [
     "parse_overrides",
     "read_yaml",
     "resolve_raw",
+    "run_name",
     "save_config",
     "validate",
-    "run_name",
     "variant_names",
 ]
 

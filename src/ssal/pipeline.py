@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
+
 from .compute import forward_flops_per_sample
 from .config import Config, load_config, resolve_raw, variant_names
 from .engine.loggers import log_evaluation
@@ -206,8 +208,6 @@ def _run_stages(bcfg: Config, cfgs: list[Config], out: Path, conf_path: Path) ->
         one_pass = cfg.ssal.groupings in ONLINE_SOURCES
         total = rep.train_flops if one_pass or rep.train_flops is None else rep.train_flops + (stage_one or 0.0)
         runs.append(PipelineRun(Path(cfg.run_dir).name, cfg, rep, total, tuple(g.k for g in info.groupings)))
-    from lightning.pytorch.utilities import rank_zero_only
-
     if rank_zero_only.rank == 0:  # under DDP every process runs the pipeline; rank 0 writes the report
         log.info("[4/4] writing the report to %s", out / "report.md")
         write_report(runs, out)
@@ -216,8 +216,6 @@ def _run_stages(bcfg: Config, cfgs: list[Config], out: Path, conf_path: Path) ->
 
 def _evaluate(info: Any) -> EvalReport:
     """Evaluate a run on test, write eval.json / eval.md, and log the numbers to its MLflow / W&B run, if any."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     rep = evaluate_run(info)
     save_report(rep, info.paths.root)
     if rank_zero_only.rank == 0:  # under DDP every process evaluates; one logs

@@ -169,15 +169,11 @@ class BatchMixer:
         self.mix = v2.RandomChoice([t for t, _ in used], p=[p for _, p in used]) if used else None
 
     def __call__(self, x: Tensor, y: Tensor, seed: int | None = None) -> tuple[Tensor, Tensor]:
-        if seed is None:
-            return self._draw(x, y)
-        with seeded_cpu_rng(seed):  # torchvision draws lambda, the mode and the box on the CPU
-            return self._draw(x, y)
-
-    def _draw(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        if self.mix is None or float(torch.rand(())) >= self.s.prob:
-            return x, F.one_hot(y, self.num_classes).float()
-        return self.mix(x, y)
+        # torchvision draws lambda, the mode and the box on the CPU
+        with contextlib.nullcontext() if seed is None else seeded_cpu_rng(seed):
+            if self.mix is None or float(torch.rand(())) >= self.s.prob:
+                return x, F.one_hot(y, self.num_classes).float()
+            return self.mix(x, y)
 
 
 class MixCollate:
